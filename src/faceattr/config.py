@@ -1,0 +1,274 @@
+"""Typed, frozen configuration parsed once at the edge.
+
+Every stage reads exactly one section of ``params.yaml`` (plus the shared ``base``) into a frozen
+dataclass. Unknown keys and wrong types are rejected with the dotted name of the key, so a typo in
+``params.yaml`` or in ``dvc exp run -S`` fails at once with a message that names it, instead of
+being silently ignored deep inside training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file or section that cannot be used as given."""
+
+
+def parse(cls: type[T], raw: Any, where: str) -> T:
+    """Parse ``raw`` (plain YAML data) into the frozen dataclass ``cls``.
+
+    Args:
+        cls: a dataclass type whose fields carry type hints.
+        raw: the mapping read from YAML.
+        where: dotted location of ``raw`` in the params file, used in error messages.
+
+    Raises:
+        ConfigError: on an unknown or missing key, or a value of the wrong type.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key '{where}.{unknown[0]}'; expected one of {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name not in raw:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing key '{where}.{name}'")
+            continue
+        values[name] = _coerce(hints[name], raw[name], f"{where}.{name}")
+    try:
+        return cls(**values)
+    except ValueError as err:  # __post_init__ checks of value ranges
+        raise ConfigError(f"bad value in '{where}': {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``hint`` and convert containers to immutable ones."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{where}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"'{where}' must be a list, got {type(value).__name__}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{where}' must be a mapping, got {type(value).__name__}")
+        return types.MappingProxyType({str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()})
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"'{where}' must be a number, got {value!r}")
+        return float(value)
+    if hint is int or hint is bool or hint is str:
+        if type(value) is not hint:
+            raise ConfigError(f"'{where}' must be {hint.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at '{where}'")  # a programming error
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view of a config, for logging as MLflow params and storing in checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file, with a clear error if it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file '{path}' not found")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file '{path}' must hold a mapping of sections")
+    return data
+
+
+def load_section(path: str | Path, name: str, cls: type[T]) -> T:
+    """Parse section ``name`` of the params file at ``path`` into ``cls``."""
+    params = load_params(path)
+    if name not in params:
+        raise ConfigError(f"params file '{path}' has no section '{name}'")
+    return parse(cls, params[name], name)
+
+
+# --------------------------------------------------------------------------------------------
+# One dataclass per params.yaml section. Units and meaning live in params.yaml's comments.
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    identities: int = 300
+    images_per_identity: int = 8
+    image_size: int = 128
+    age_spread: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.identities < 1 or self.images_per_identity < 1:
+            raise ValueError("identities and images_per_identity must be positive")
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    dataset: str = "synthetic"
+    source: str = "synthetic"
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    size: int = 112
+    landmarks: Literal["provided", "mtcnn"] = "provided"
+    min_probability: float = 0.9
+    batch_size: int = 32
+    max_drop_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.size % 16:
+            raise ValueError(f"size must be a multiple of 16 (FaceResNet's four strides), got {self.size}")
+        if not 0.0 <= self.max_drop_fraction <= 1.0:
+            raise ValueError("max_drop_fraction must lie in [0, 1]")
+
+
+SPLIT_POOLS = ("pretrain", "verify", "train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    fractions: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"pretrain": 0.4, "verify": 0.1, "train": 0.3, "val": 0.1, "test": 0.1}
+    )
+
+    def __post_init__(self) -> None:
+        if set(self.fractions) != set(SPLIT_POOLS):
+            raise ValueError(f"fractions needs exactly the pools {list(SPLIT_POOLS)}")
+        if any(v < 0 for v in self.fractions.values()) or abs(sum(self.fractions.values()) - 1) > 1e-6:
+            raise ValueError("fractions must be non-negative and sum to 1")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    max_rotation: float = 5.0  # degrees
+    max_shift: float = 0.04  # fraction of the crop side
+    max_scale: float = 0.05  # relative
+
+
+@dataclass(frozen=True)
+class PretrainIdentityConfig:
+    backbone: str = "face_resnet18"
+    width: int = 64
+    embedding_size: int = 512
+    margin_s: float = 64.0
+    margin_m: float = 0.5
+    verify_folds: int = 10
+    verify_pairs_per_fold: int = 60
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+TASKS = ("gender", "age", "landmarks")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    variants: tuple[str, ...] = ()
+    width: int = 64
+    embedding_size: int = 512
+    imagenet_weights: str = ""  # empty: torch hub's cache (``$TORCH_HOME/hub/checkpoints``)
+    loss_weights: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"gender": 1.0, "age": 1.0, "landmarks": 1.0}
+    )
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+    def __post_init__(self) -> None:
+        if set(self.loss_weights) != set(TASKS):
+            raise ValueError(f"loss_weights needs exactly the tasks {list(TASKS)}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    cs_threshold: float = 5.0  # years, for CS@k
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    title: str = "faceattr report"
+    decimals: int = 2
+
+
+SECTIONS: dict[str, type] = {
+    "base": BaseConfig,
+    "download": DownloadConfig,
+    "align": AlignConfig,
+    "split": SplitConfig,
+    "pretrain_identity": PretrainIdentityConfig,
+    "finetune_multitask": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+}

@@ -1,0 +1,1 @@
+"""Data sources, manifests, alignment, splits and the packed aligned-face store."""

@@ -1,0 +1,123 @@
+"""The align stage's work: every manifest record ends aligned or in the dropped list with a reason."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from faceattr.config import AlignConfig
+from faceattr.data import manifest
+from faceattr.data.align import MTCNNDetector, align_face
+from faceattr.data.packed import StoreWriter
+from faceattr.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class TooManyDropped(RuntimeError):
+    """More records were dropped than ``align.max_drop_fraction`` allows."""
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open an image as RGB with EXIF orientation applied; greyscale, CMYK, alpha and 16-bit too."""
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(background, rgba)
+        return im.convert("RGB")
+
+
+def align_dataset(
+    raw_dir: Path, out_dir: Path, dropped_csv: Path, cfg: AlignConfig, device: str = "cpu"
+) -> dict[str, object]:
+    """Align every record of ``raw_dir/manifest.csv`` into the packed store at ``out_dir``.
+
+    Returns the counts for the metrics file: found, aligned, dropped by reason, drop fraction.
+
+    Raises:
+        TooManyDropped: when the dropped fraction exceeds ``cfg.max_drop_fraction``.
+    """
+    records = manifest.read(raw_dir / "manifest.csv")
+    writer = StoreWriter(out_dir, len(records), cfg.size)
+    kept, dropped = [], []
+    detector = MTCNNDetector(device) if cfg.landmarks == "mtcnn" else None
+    lm_cols = list(manifest.LANDMARK_COLUMNS)
+    batch: list[tuple[int, Image.Image]] = []
+
+    def flush() -> None:
+        detections = _detect(detector, [im for _, im in batch]) if detector else [None] * len(batch)
+        for (i, image), det in zip(batch, detections, strict=True):
+            row = records.iloc[i]
+            if detector is None:
+                points = row[lm_cols].to_numpy(dtype=np.float64, na_value=np.nan).reshape(5, 2)
+                if not np.isfinite(points).all():
+                    dropped.append((row["path"], "no_landmarks"))
+                    continue
+            elif det is None:
+                dropped.append((row["path"], "no_face"))
+                continue
+            elif det.probability < cfg.min_probability:
+                dropped.append((row["path"], "low_confidence"))
+                continue
+            else:
+                points = det.landmarks
+            crop, aligned = align_face(image, points, cfg.size)
+            writer.add(crop)
+            out = row.copy()
+            out[lm_cols] = aligned.ravel()
+            kept.append(out)
+        batch.clear()
+
+    for i, rel in enumerate(tqdm(records["path"], desc="aligning", unit="img")):
+        try:
+            batch.append((i, load_image(raw_dir / rel)))
+        except FileNotFoundError:
+            dropped.append((rel, "missing_file"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            dropped.append((rel, "unreadable"))
+        if len(batch) >= cfg.batch_size:
+            flush()
+    flush()
+    labels = pd.DataFrame(kept, columns=records.columns).reset_index(drop=True)
+    writer.close(labels)
+    with atomic_path(dropped_csv) as tmp:
+        pd.DataFrame(dropped, columns=["path", "reason"]).to_csv(tmp, index=False)
+    found = len(records)
+    fraction = len(dropped) / found if found else 0.0
+    counts = {
+        "found": found,
+        "aligned": len(kept),
+        "dropped": len(dropped),
+        "dropped_by_reason": dict(sorted(Counter(r for _, r in dropped).items())),
+        "drop_fraction": fraction,
+    }
+    if fraction > cfg.max_drop_fraction:
+        raise TooManyDropped(
+            f"{len(dropped)} of {found} images dropped ({fraction:.1%} > align.max_drop_fraction="
+            f"{cfg.max_drop_fraction}); reasons {counts['dropped_by_reason']}, list in {dropped_csv}"
+        )
+    return counts
+
+
+def _detect(detector: MTCNNDetector, images: list[Image.Image]) -> list:
+    """MTCNN over images grouped by size (its batched mode needs one size per call)."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for k, im in enumerate(images):
+        by_size.setdefault(im.size, []).append(k)
+    out: list = [None] * len(images)
+    for idx in by_size.values():
+        for k, det in zip(idx, detector.detect([images[k] for k in idx]), strict=True):
+            out[k] = det
+    return out

@@ -1,0 +1,103 @@
+"""Evaluation metrics, each defined as in PROTOCOLS.md.
+
+Accumulators keep running sums on the model's device, so a training step never waits on a
+host-device copy; ``compute()`` does the one synchronisation at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def gender_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of correct predictions over samples with a label (target >= 0)."""
+    mask = target >= 0
+    return float((logits.argmax(1)[mask] == target[mask]).float().mean())
+
+
+def age_mae(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean absolute error in years over samples with an age."""
+    mask = torch.isfinite(target)
+    return float((pred[mask] - target[mask]).abs().mean())
+
+
+def cumulative_score(pred: torch.Tensor, target: torch.Tensor, k: float = 5.0) -> float:
+    """CS@k: fraction of samples with ``|pred - target| <= k`` years."""
+    mask = torch.isfinite(target)
+    return float(((pred[mask] - target[mask]).abs() <= k).float().mean())
+
+
+def nme(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Normalised mean error of 5-point landmarks: mean point error / inter-ocular distance.
+
+    Args:
+        pred, target: (N, 5, 2) pixel coordinates, points in the order left eye, right eye, nose,
+            left mouth corner, right mouth corner; the normaliser is the distance between the
+            two eye points of ``target``.
+    """
+    mask = torch.isfinite(target).flatten(1).all(1)
+    pred, target = pred[mask], target[mask]
+    iod = (target[:, 0] - target[:, 1]).norm(dim=1)
+    return float(((pred - target).norm(dim=2).mean(1) / iod).mean())
+
+
+class MetricSums:
+    """Running on-device sums for gender accuracy, age MAE / CS@k and landmark NME."""
+
+    def __init__(self, device: torch.device | str, cs_threshold: float = 5.0) -> None:
+        self.sums = torch.zeros(7, dtype=torch.float64, device=device)
+        self.cs_threshold = cs_threshold
+
+    def update(self, pred: dict[str, torch.Tensor], true: dict[str, torch.Tensor]) -> None:
+        """Add one batch of decoded predictions (gender logits, age in years, landmarks in px)."""
+        s = self.sums
+        if "gender" in pred:
+            mask = true["gender"] >= 0
+            s[0] += (pred["gender"].argmax(1)[mask] == true["gender"][mask]).sum()
+            s[1] += mask.sum()
+        if "age" in pred:
+            err = (pred["age"] - true["age"]).abs()
+            mask = torch.isfinite(err)
+            s[2] += err[mask].sum()
+            s[3] += (err[mask] <= self.cs_threshold).sum()
+            s[4] += mask.sum()
+        if "landmarks" in pred:
+            mask = torch.isfinite(true["landmarks"]).flatten(1).all(1)
+            p, t = pred["landmarks"][mask], true["landmarks"][mask]
+            iod = (t[:, 0] - t[:, 1]).norm(dim=1)
+            s[5] += ((p - t).norm(dim=2).mean(1) / iod).sum()
+            s[6] += mask.sum()
+
+    def compute(self) -> dict[str, float]:
+        """Metrics for the tasks that had labelled samples."""
+        s = self.sums.tolist()
+        out: dict[str, float] = {}
+        if s[1]:
+            out["gender_acc"] = s[0] / s[1]
+        if s[4]:
+            out["age_mae"] = s[2] / s[4]
+            out[f"age_cs{self.cs_threshold:g}"] = s[3] / s[4]
+        if s[6]:
+            out["landmark_nme"] = s[5] / s[6]
+        return out
+
+
+def verification_accuracy(
+    distances: np.ndarray, same: np.ndarray, folds: np.ndarray, thresholds: np.ndarray | None = None
+) -> tuple[float, float]:
+    """10-fold verification accuracy (LFW protocol): mean and std over folds.
+
+    For each fold the threshold (on squared L2 distance; "same" when ``distance < threshold``)
+    that maximises accuracy on the other folds is applied to the held-out fold.
+    """
+    if thresholds is None:
+        thresholds = np.arange(0, 4, 0.01)
+    predicted = distances[None, :] < thresholds[:, None]  # (T, P)
+    correct = predicted == same[None, :]
+    accuracies = []
+    for fold in np.unique(folds):
+        held = folds == fold
+        best = int(np.argmax(correct[:, ~held].mean(1)))
+        accuracies.append(correct[best, held].mean())
+    return float(np.mean(accuracies)), float(np.std(accuracies))

@@ -1,0 +1,134 @@
+"""Backbone registry: every trunk maps a face crop to an embedding vector.
+
+``FaceResNet18`` is the IResNet-18 of ArcFace/AdaFace (insightface ``iresnet.py``): a stride-1 3×3
+stem, pre-activation "IBasicBlock"s with PReLU, and a BN-Dropout-FC-BN embedding layer. The
+``width`` knob scales every stage's channels (64 is the paper's network; smaller widths make the
+embedded default finish on a laptop CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class IBasicBlock(nn.Module):
+    """insightface's pre-activation residual block: BN-conv-BN-PReLU-conv-BN (+ shortcut)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(inplanes, eps=1e-5),
+            nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(planes, eps=1e-5),
+            nn.PReLU(planes),
+            nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(planes, eps=1e-5),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or inplanes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class IResNet(nn.Module):
+    """IResNet trunk; the spatial size of the last map is ``input_size / 16``."""
+
+    def __init__(
+        self,
+        layers: tuple[int, ...],
+        input_size: int,
+        embedding_size: int,
+        width: int = 64,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if input_size % 16:
+            raise ValueError(f"FaceResNet input size must be a multiple of 16, got {input_size}")
+        widths = [width, width * 2, width * 4, width * 8]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width, eps=1e-5), nn.PReLU(width)
+        )
+        stages: list[nn.Module] = []
+        inplanes = width
+        for planes, blocks in zip(widths, layers, strict=True):
+            stages.append(IBasicBlock(inplanes, planes, stride=2))
+            stages.extend(IBasicBlock(planes, planes, stride=1) for _ in range(blocks - 1))
+            inplanes = planes
+        self.stages = nn.Sequential(*stages)
+        spatial = input_size // 16
+        self.bn = nn.BatchNorm2d(inplanes, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(inplanes * spatial * spatial, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        self.embedding_size = embedding_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.stages(self.stem(x)))
+        return self.features(self.fc(torch.flatten(self.dropout(x), 1)))
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision ResNet-18 trunk with its classifier replaced by a linear embedding layer."""
+
+    def __init__(self, embedding_size: int, weights_path: Path | None = None) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None)
+        if weights_path is not None:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        net.fc = nn.Identity()  # type: ignore[assignment]
+        self.net = net
+        self.embed = nn.Linear(512, embedding_size)
+        self.embedding_size = embedding_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.net(x))
+
+
+def _face_resnet18(input_size: int, embedding_size: int, width: int, **_: object) -> nn.Module:
+    return IResNet((2, 2, 2, 2), input_size, embedding_size, width=width)
+
+
+def _resnet18(input_size: int, embedding_size: int, weights_path: Path | None = None, **_: object) -> nn.Module:
+    del input_size  # global average pooling accepts any size
+    return TorchvisionResNet(embedding_size, weights_path)
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "face_resnet18": _face_resnet18,
+    "resnet18": _resnet18,
+}
+
+# Pretraining each backbone can start from; "identity" is this pipeline's own pretrain stage.
+PRETRAININGS: dict[str, tuple[str, ...]] = {
+    "face_resnet18": ("identity", "none"),
+    "resnet18": ("imagenet", "none"),
+}
+
+
+def create_backbone(
+    name: str,
+    *,
+    input_size: int,
+    embedding_size: int,
+    width: int = 64,
+    weights_path: Path | None = None,
+) -> nn.Module:
+    """Build a registered backbone by name.
+
+    Raises:
+        ValueError: for an unknown name, listing the registered ones.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name](input_size=input_size, embedding_size=embedding_size, width=width, weights_path=weights_path)

@@ -1,0 +1,42 @@
+"""What every stage script shares: logging set up once, user errors as one line and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from faceattr.config import ConfigError
+from faceattr.data.aligning import TooManyDropped
+from faceattr.data.manifest import ManifestError
+
+log = logging.getLogger("faceattr")
+USER_ERRORS = (ConfigError, ManifestError, TooManyDropped, FileNotFoundError, ValueError)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the ``--params`` option every stage takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return p
+
+
+def run(main: Callable[[Sequence[str] | None], None]) -> None:
+    """Entry point of a stage script: logs, runs ``main`` and exits 1 with one clear message.
+
+    Set ``FACEATTR_DEBUG=1`` to see the full traceback of a user error.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    warnings.filterwarnings("ignore", module="mlflow")
+    try:
+        main(sys.argv[1:])
+    except USER_ERRORS as err:
+        if os.environ.get("FACEATTR_DEBUG"):
+            raise
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(1)

@@ -1,0 +1,190 @@
+"""Fine-tuning one variant: a trunk (from identity pretraining, ImageNet, or scratch) + task heads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faceattr.config import AugmentConfig, FinetuneConfig, OptimConfig, to_dict
+from faceattr.data.align import template
+from faceattr.metrics import MetricSums
+from faceattr.models.backbones import create_backbone
+from faceattr.models.checkpoint import build_trunk, load_checkpoint
+from faceattr.models.heads import MultiTaskModel
+from faceattr.train.data import (
+    NORMALISATION,
+    FaceTensors,
+    LabelCodec,
+    augment,
+    batch_indices,
+    load_split,
+    to_input,
+)
+from faceattr.train.loop import fingerprint, fit, lr_at, make_optimizer, seed_epoch
+from faceattr.train.losses import multitask_loss
+from faceattr.variants import Variant
+
+log = logging.getLogger(__name__)
+EVAL_BATCH_SIZE = 256  # inference only: any size gives the same metrics; larger is faster
+
+
+def imagenet_weights_path(configured: str) -> Path:
+    """Where torchvision's ImageNet ResNet-18 weights must be; raise with the remedy if absent."""
+    from torchvision.models import ResNet18_Weights
+
+    url = ResNet18_Weights.IMAGENET1K_V1.url
+    path = Path(configured) if configured else Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights for resnet18 not found at '{path}'. This pipeline never downloads at "
+            f"run time: fetch {url} to that path (or set finetune_multitask.imagenet_weights)."
+        )
+    return path
+
+
+def build_model(
+    variant: Variant, cfg: FinetuneConfig, input_size: int, identity_checkpoint: Path | None
+) -> tuple[MultiTaskModel, dict[str, Any]]:
+    """Create the variant's model with its initial weights; returns it and the trunk's meta."""
+    if variant.pretraining == "identity":
+        if identity_checkpoint is None:
+            raise ValueError(f"variant '{variant.name}' needs the pretrain_identity checkpoint")
+        state, meta = load_checkpoint(identity_checkpoint)
+        if meta["input_size"] != input_size:
+            raise ValueError(f"identity checkpoint is for {meta['input_size']} px crops, data is {input_size} px")
+        trunk = build_trunk(meta)
+        trunk.load_state_dict(state)
+        trunk_meta = {k: meta[k] for k in ("backbone", "width", "embedding_size")}
+    else:
+        weights = imagenet_weights_path(cfg.imagenet_weights) if variant.pretraining == "imagenet" else None
+        trunk = create_backbone(
+            variant.backbone,
+            input_size=input_size,
+            embedding_size=cfg.embedding_size,
+            width=cfg.width,
+            weights_path=weights,
+        )
+        trunk_meta = {"backbone": variant.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size}
+    model = MultiTaskModel(trunk, variant.tasks, trunk_meta["embedding_size"])
+    return model, trunk_meta
+
+
+@dataclass(frozen=True)
+class Batches:
+    """What one pass over a split needs besides the model."""
+
+    data: FaceTensors
+    codec: LabelCodec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+
+
+def train_one_epoch(
+    model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer,
+    b: Batches,
+    optim: OptimConfig,
+    aug: AugmentConfig,
+    weights: dict[str, float],
+    epoch: int,
+    seed: int,
+) -> dict[str, float]:
+    """One epoch of masked multi-task training; returns the mean of each loss term."""
+    model.train()
+    generator = seed_epoch(seed, epoch)
+    steps_per_epoch = -(-len(b.data) // optim.batch_size)
+    total, warmup = steps_per_epoch * optim.epochs, int(optim.warmup_epochs * steps_per_epoch)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for i, idx in enumerate(batch_indices(len(b.data), optim.batch_size, generator)):
+        if len(idx) < 2:  # BatchNorm needs two samples
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
+        x = to_input(b.data.images[idx], b.device, b.mean, b.std)
+        x, lm = augment(x, b.data.landmarks[idx].to(b.device), aug, generator)
+        targets = b.codec.encode(b.data.gender[idx].to(b.device), b.data.age[idx].to(b.device), lm)
+        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
+            outputs = model(x)
+        losses = multitask_loss(outputs, targets, weights)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0) + v.detach()
+        count += 1
+    return {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, b: Batches, batch_size: int, cs_threshold: float = 5.0) -> dict[str, float]:
+    """Metrics of ``model`` on a split (gender accuracy, age MAE and CS@k, landmark NME)."""
+    model.eval()
+    sums = MetricSums(b.device, cs_threshold)
+    for idx in batch_indices(len(b.data), batch_size, None):
+        x = to_input(b.data.images[idx], b.device, b.mean, b.std)
+        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
+            pred = b.codec.decode(model(x))
+        true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
+        sums.update(pred, {k: v.to(b.device) for k, v in true.items()})
+    return sums.compute()
+
+
+def finetune(
+    variant: Variant,
+    cfg: FinetuneConfig,
+    *,
+    seed: int,
+    store: Path,
+    split_file: Path,
+    identity_checkpoint: Path | None,
+    device: torch.device,
+    resume_path: Path | None,
+    on_epoch: Callable[[dict[str, float]], None],
+) -> tuple[MultiTaskModel, dict[str, Any], list[dict[str, float]]]:
+    """Train one variant; returns the model, its checkpoint meta and the per-epoch history."""
+    torch.manual_seed(seed)
+    train, val = load_split(store, split_file, ("train",)), load_split(store, split_file, ("val",))
+    codec = LabelCodec.fit(train)
+    model, trunk_meta = build_model(variant, cfg, train.size, identity_checkpoint)
+    model.to(device)
+    mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
+    tb, vb = (Batches(d, codec, mean, std, device) for d in (train, val))
+    optimizer = make_optimizer(model, cfg.optim)
+    init = identity_checkpoint if variant.pretraining == "identity" else None
+    key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init)
+    history = fit(
+        modules={"model": model},
+        optimizer=optimizer,
+        epochs=cfg.optim.epochs,
+        train_epoch=lambda e: train_one_epoch(
+            model, optimizer, tb, cfg.optim, cfg.augment, dict(cfg.loss_weights), e, seed
+        ),
+        validate=lambda: {f"val_{k}": v for k, v in evaluate(model, vb, EVAL_BATCH_SIZE).items()},
+        resume_path=resume_path,
+        resume_key=key,
+        on_epoch=on_epoch,
+    )
+    meta = {
+        "kind": "multitask",
+        "variant": variant.name,
+        "pretraining": variant.pretraining,
+        "tasks": list(variant.tasks),
+        **trunk_meta,
+        "input_size": train.size,
+        "mean": list(mean),
+        "std": list(std),
+        "template": template(train.size).tolist(),
+        "age_mean": codec.age_mean,
+        "age_std": codec.age_std,
+        "landmark_unit": codec.landmark_unit,
+        "params": to_dict(cfg),
+        "seed": seed,
+    }
+    return model.cpu(), meta, history

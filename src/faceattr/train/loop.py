@@ -1,0 +1,108 @@
+"""The generic pieces of training: device, schedule, resumable epoch loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from faceattr.config import OptimConfig
+from faceattr.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU; ``FACEATTR_DEVICE`` overrides (e.g. ``cpu`` on a GPU box)."""
+    name = os.environ.get("FACEATTR_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> float:
+    """Learning rate at ``step``: linear warm-up, then constant or cosine decay to zero."""
+    if step < warmup_steps:
+        return cfg.lr * (step + 1) / warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, as in the first paper (lr 1e-4, weight decay 1e-4 by default)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed the global RNG (dropout) and return the generator for this epoch's order/augmentation."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def fingerprint(*parts: Any) -> str:
+    """Hash of JSON-able config values and file contents: a resume is valid only for the same inputs."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            with part.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def fit(
+    *,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    train_epoch: Callable[[int], dict[str, float]],
+    validate: Callable[[], dict[str, float]],
+    resume_path: Path | None,
+    resume_key: str,
+    on_epoch: Callable[[dict[str, float]], None],
+) -> list[dict[str, float]]:
+    """Run epochs, saving a resume state after each; continue from it when the key matches.
+
+    ``modules`` are the networks whose weights the resume state holds (trunk, heads, margin head).
+    A resume state written for other params or data (another key) is ignored, with a log line.
+    """
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume_path is not None and resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        if state.get("key") == resume_key:
+            for name, module in modules.items():
+                module.load_state_dict(state["modules"][name])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start = state["history"], state["epoch"]
+            log.info("resuming from %s at epoch %d/%d", resume_path, start, epochs)
+            for row in history:  # the restored epochs reach the tracker too
+                on_epoch(row)
+        else:
+            log.info("ignoring %s: written for other params or data", resume_path)
+    for epoch in range(start, epochs):
+        row = {"epoch": float(epoch + 1), **train_epoch(epoch), **validate()}
+        history.append(row)
+        if resume_path is not None:
+            state = {
+                "key": resume_key,
+                "epoch": epoch + 1,
+                "history": history,
+                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "optimizer": optimizer.state_dict(),
+            }
+            with atomic_path(resume_path) as tmp:
+                torch.save(state, tmp)
+        on_epoch(row)
+        log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+    return history

@@ -1,0 +1,158 @@
+"""Identity pretraining: a trunk learns to tell people apart (ArcFace margin), then is saved alone.
+
+Verification accuracy on held-out identities follows the LFW protocol (PROTOCOLS.md): flip-sum
+L2-normalised embeddings, squared L2 distance, 10 folds with the threshold chosen on the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceattr.config import PretrainIdentityConfig, to_dict
+from faceattr.data.align import template
+from faceattr.metrics import verification_accuracy
+from faceattr.models.backbones import create_backbone
+from faceattr.models.heads import ArcFaceHead
+from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, load_split, to_input
+from faceattr.train.finetune import EVAL_BATCH_SIZE
+from faceattr.train.loop import fingerprint, fit, lr_at, make_optimizer, seed_epoch
+
+log = logging.getLogger(__name__)
+MEAN, STD = NORMALISATION["default"]
+
+
+def make_pairs(identity: np.ndarray, folds: int, pairs_per_fold: int, seed: int) -> dict[str, np.ndarray]:
+    """LFW-style verification pairs: identities disjoint across folds, half same, half different.
+
+    Returns arrays ``a``, ``b`` (row indices), ``same`` (bool) and ``fold``.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.unique(identity[identity >= 0]))
+    groups = [g for g in np.array_split(ids, folds) if len(g) >= 2]
+    if len(groups) < 2:
+        raise ValueError(f"need at least {2 * 2} identities for {folds}-fold verification, have {len(ids)}")
+    rows = {i: np.flatnonzero(identity == i) for i in ids}
+    a, b, same, fold = [], [], [], []
+    for k, group in enumerate(groups):
+        multi = [i for i in group if len(rows[i]) >= 2]
+        for j in range(pairs_per_fold):
+            is_same = j < pairs_per_fold // 2 and bool(multi)
+            if is_same:
+                x, y = rng.choice(rows[rng.choice(multi)], 2, replace=False)
+            else:
+                p, q = rng.choice(group, 2, replace=False)
+                x, y = rng.choice(rows[p]), rng.choice(rows[q])
+            a.append(x), b.append(y), same.append(is_same), fold.append(k)
+    return {"a": np.array(a), "b": np.array(b), "same": np.array(same), "fold": np.array(fold)}
+
+
+@torch.no_grad()
+def embed(trunk: nn.Module, data: FaceTensors, device: torch.device, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """L2-normalised sum of the embeddings of each image and its horizontal flip."""
+    trunk.eval()
+    out = []
+    for idx in batch_indices(len(data), batch_size, None):
+        x = to_input(data.images[idx], device, MEAN, STD)
+        out.append(F.normalize(trunk(x) + trunk(torch.flip(x, dims=[3]))).float().cpu())
+    return torch.cat(out)
+
+
+def verify(trunk: nn.Module, data: FaceTensors, pairs: dict[str, np.ndarray], device: torch.device) -> dict[str, float]:
+    """Mean and std over folds of verification accuracy."""
+    emb = embed(trunk, data, device)
+    dist = (emb[pairs["a"]] - emb[pairs["b"]]).pow(2).sum(1).numpy()
+    mean, std = verification_accuracy(dist, pairs["same"], pairs["fold"])
+    return {"verify_acc": mean, "verify_acc_std": std}
+
+
+def train_one_epoch(
+    trunk: nn.Module,
+    head: ArcFaceHead,
+    optimizer: torch.optim.Optimizer,
+    data: FaceTensors,
+    cfg: PretrainIdentityConfig,
+    epoch: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One epoch of ArcFace classification over the pretraining identities."""
+    trunk.train(), head.train()
+    generator = seed_epoch(seed, epoch)
+    optim = cfg.optim
+    steps_per_epoch = -(-len(data) // optim.batch_size)
+    total, warmup = steps_per_epoch * optim.epochs, int(optim.warmup_epochs * steps_per_epoch)
+    loss_sum, correct, seen, count = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
+    for i, idx in enumerate(batch_indices(len(data), optim.batch_size, generator)):
+        if len(idx) < 2:
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
+        x = to_input(data.images[idx], device, MEAN, STD)
+        x, _ = augment(x, data.landmarks[idx].to(device), cfg.augment, generator)
+        labels = data.identity[idx].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = head(trunk(x).float(), labels)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == labels).sum()
+        seen, count = seen + len(idx), count + 1
+    return {"train_loss": float(loss_sum) / max(count, 1), "train_id_acc": float(correct) / max(seen, 1)}
+
+
+def pretrain_identity(
+    cfg: PretrainIdentityConfig,
+    *,
+    seed: int,
+    store: Path,
+    split_file: Path,
+    device: torch.device,
+    resume_path: Path | None,
+    on_epoch: Callable[[dict[str, float]], None],
+) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
+    """Train a trunk with an ArcFace head; returns the trunk, its checkpoint meta and the history."""
+    torch.manual_seed(seed)
+    train = load_split(store, split_file, ("pretrain",))
+    held = load_split(store, split_file, ("verify",))
+    pairs = make_pairs(held.identity.numpy(), cfg.verify_folds, cfg.verify_pairs_per_fold, seed)
+    trunk = create_backbone(cfg.backbone, input_size=train.size, embedding_size=cfg.embedding_size, width=cfg.width)
+    head = ArcFaceHead(cfg.embedding_size, len(train.identity_names), cfg.margin_s, cfg.margin_m)
+    trunk.to(device), head.to(device)
+    optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
+    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv")
+    history = fit(
+        modules={"trunk": trunk, "head": head},
+        optimizer=optimizer,
+        epochs=cfg.optim.epochs,
+        train_epoch=lambda e: train_one_epoch(trunk, head, optimizer, train, cfg, e, seed, device),
+        validate=lambda: verify(trunk, held, pairs, device),
+        resume_path=resume_path,
+        resume_key=key,
+        on_epoch=on_epoch,
+    )
+    meta = {
+        "kind": "trunk",
+        "pretraining": "identity",
+        "backbone": cfg.backbone,
+        "width": cfg.width,
+        "embedding_size": cfg.embedding_size,
+        "input_size": train.size,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "template": template(train.size).tolist(),
+        "identities": len(train.identity_names),
+        "verify_pairs": len(pairs["same"]),
+        "params": to_dict(cfg),
+        "seed": seed,
+    }
+    return trunk.cpu(), meta, history

@@ -1,0 +1,69 @@
+"""finetune_multitask stage: train one variant (backbone × pretraining × task set) of the matrix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from faceattr.config import BaseConfig, FinetuneConfig, load_section, to_dict
+from faceattr.io import atomic_path, write_json, write_rows_csv
+from faceattr.models.checkpoint import save_checkpoint
+from faceattr.stage import parser, run
+from faceattr.tracking import tracked_run
+from faceattr.train.finetune import finetune
+from faceattr.train.loop import pick_device
+from faceattr.variants import parse_variant
+
+log = logging.getLogger("faceattr.stages.finetune_multitask")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--variant", required=True, help="<backbone>-<pretraining>-<task>+<task>")
+    p.add_argument("--store", required=True, help="packed aligned-face store")
+    p.add_argument("--split", required=True, help="split CSV")
+    p.add_argument("--identity", required=True, help="pretrain_identity trunk checkpoint")
+    p.add_argument("--out", required=True, help="model checkpoint to write")
+    p.add_argument("--resume", required=True, help="resume state (kept between runs)")
+    p.add_argument("--metrics", required=True, help="final validation metrics JSON")
+    p.add_argument("--curve", required=True, help="per-epoch CSV")
+    args = p.parse_args(argv)
+    cfg = load_section(args.params, "finetune_multitask", FinetuneConfig)
+    seed = load_section(args.params, "base", BaseConfig).seed
+    variant = parse_variant(args.variant)
+    params = {
+        **to_dict(cfg),
+        "variant": variant.name,
+        "backbone": variant.backbone,
+        "pretraining": variant.pretraining,
+        "tasks": "+".join(variant.tasks),
+        "seed": seed,
+    }
+    params.pop("variants")
+    with tracked_run("finetune_multitask", params, variant=variant.name) as tracker:
+        model, meta, history = finetune(
+            variant,
+            cfg,
+            seed=seed,
+            store=Path(args.store),
+            split_file=Path(args.split),
+            identity_checkpoint=Path(args.identity),
+            device=pick_device(),
+            resume_path=Path(args.resume),
+            on_epoch=lambda row: tracker.log_curve([row]),
+        )
+        save_checkpoint(args.out, model.state_dict(), meta)
+        final = {k: v for k, v in history[-1].items() if k != "epoch"}
+        write_json(final, args.metrics)
+        write_rows_csv(history, args.curve)
+        meta_path = Path(args.out).with_name("meta.json")
+        with atomic_path(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tracker.log_artifact(meta_path)
+    log.info("finetune_multitask %s: %s", variant.name, final)
+
+
+if __name__ == "__main__":
+    run(main)

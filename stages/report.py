@@ -1,0 +1,47 @@
+"""report stage: Markdown report with the paper's two tables and learning-curve figures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from faceattr.config import DownloadConfig, ReportConfig, load_section, to_dict
+from faceattr.io import read_json
+from faceattr.report import build_report, read_curves, write_offline_template
+from faceattr.stage import parser, run
+from faceattr.tracking import tracked_run
+
+log = logging.getLogger("faceattr.stages.report")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--evaluation", required=True, help="evaluate stage's metrics JSON")
+    p.add_argument("--pretrain", required=True, help="pretrain_identity's metrics JSON")
+    p.add_argument("--curves", required=True, help="folder of per-variant curve CSVs")
+    p.add_argument("--out", required=True, help="Markdown report to write")
+    p.add_argument("--figures", required=True, help="folder for PNG figures")
+    p.add_argument("--vega-template", required=True, help="offline HTML template for `dvc plots show`")
+    args = p.parse_args(argv)
+    cfg = load_section(args.params, "report", ReportConfig)
+    dataset = load_section(args.params, "download", DownloadConfig).dataset
+    with tracked_run("report", to_dict(cfg)) as tracker:
+        out = Path(args.out)
+        build_report(
+            read_json(args.evaluation),
+            read_json(args.pretrain),
+            read_curves(Path(args.curves)),
+            cfg,
+            out,
+            Path(args.figures),
+            dataset,
+        )
+        write_offline_template(Path(args.vega_template))
+        tracker.log_artifact(out)
+        tracker.log_artifact(args.figures, "figures")
+    log.info("report: wrote %s", out)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,153 @@
+"""Shared fixtures: a tiny params file and a tiny pipeline run in a temporary folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+os.environ.setdefault("FACEATTR_TRACKING", "off")
+os.environ.setdefault("FACEATTR_DEVICE", "cpu")
+
+TINY_VARIANTS = ["face_resnet18-identity-gender+age+landmarks", "face_resnet18-none-age", "resnet18-none-gender"]
+
+
+def load_stage(name: str) -> ModuleType:
+    """Import ``stages/<name>.py`` as a module (stages are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_params(tmp: Path) -> Path:
+    """The project's params.yaml shrunk to seconds of CPU work."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["download"]["synthetic"].update(identities=40, images_per_identity=4, image_size=64)
+    params["align"]["size"] = 32
+    for section in ("pretrain_identity", "finetune_multitask"):
+        params[section].update(width=4, embedding_size=16)
+        params[section]["optim"].update(epochs=2, batch_size=16)
+    params["pretrain_identity"].update(verify_folds=2, verify_pairs_per_fold=8)
+    params["finetune_multitask"]["variants"] = TINY_VARIANTS
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
+    """Every stage's ``main(argv)`` in order, as dvc.yaml wires them."""
+    p = {k: tmp / k for k in ("raw", "aligned", "split.csv", "models", "ckpt", "metrics", "plots", "reports")}
+    a = ["--params", str(params)]
+    load_stage("download").main([*a, "--out", str(p["raw"]), "--metrics", str(p["metrics"] / "download.json")])
+    load_stage("align").main(
+        [
+            *a,
+            "--raw",
+            str(p["raw"]),
+            "--out",
+            str(p["aligned"]),
+            "--dropped",
+            str(p["metrics"] / "dropped.csv"),
+            "--metrics",
+            str(p["metrics"] / "align.json"),
+        ]
+    )
+    load_stage("split").main(
+        [
+            *a,
+            "--labels",
+            str(p["aligned"] / "labels.csv"),
+            "--out",
+            str(p["split.csv"]),
+            "--metrics",
+            str(p["metrics"] / "split.json"),
+        ]
+    )
+    trunk = p["models"] / "pretrain_identity" / "trunk.pt"
+    load_stage("pretrain_identity").main(
+        [
+            *a,
+            "--store",
+            str(p["aligned"]),
+            "--split",
+            str(p["split.csv"]),
+            "--out",
+            str(trunk),
+            "--resume",
+            str(p["ckpt"] / "pretrain.pt"),
+            "--metrics",
+            str(p["metrics"] / "pretrain_identity.json"),
+            "--curve",
+            str(p["plots"] / "pretrain_identity.csv"),
+        ]
+    )
+    finetune = load_stage("finetune_multitask")
+    for v in TINY_VARIANTS:
+        finetune.main(
+            [
+                *a,
+                "--variant",
+                v,
+                "--store",
+                str(p["aligned"]),
+                "--split",
+                str(p["split.csv"]),
+                "--identity",
+                str(trunk),
+                "--out",
+                str(p["models"] / "finetune" / v / "model.pt"),
+                "--resume",
+                str(p["ckpt"] / f"{v}.pt"),
+                "--metrics",
+                str(p["metrics"] / "finetune" / f"{v}.json"),
+                "--curve",
+                str(p["plots"] / "finetune" / f"{v}.csv"),
+            ]
+        )
+    load_stage("evaluate").main(
+        [
+            *a,
+            "--models",
+            str(p["models"] / "finetune"),
+            "--store",
+            str(p["aligned"]),
+            "--split",
+            str(p["split.csv"]),
+            "--out",
+            str(p["metrics"] / "evaluate.json"),
+        ]
+    )
+    load_stage("report").main(
+        [
+            *a,
+            "--evaluation",
+            str(p["metrics"] / "evaluate.json"),
+            "--pretrain",
+            str(p["metrics"] / "pretrain_identity.json"),
+            "--curves",
+            str(p["plots"] / "finetune"),
+            "--out",
+            str(p["reports"] / "report.md"),
+            "--figures",
+            str(p["reports"] / "figures"),
+            "--vega-template",
+            str(p["reports"] / "vega_offline.html"),
+        ]
+    )
+    return p
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    paths = run_pipeline(tmp, tiny_params(tmp))
+    paths["params"] = tmp / "params.yaml"
+    return paths

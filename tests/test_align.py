@@ -1,0 +1,72 @@
+"""Alignment: the template maps onto itself, known transforms are recovered, MTCNN finds a real face."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.data.align import (
+    ARCFACE_TEMPLATE_112,
+    MTCNNDetector,
+    align_face,
+    apply_transform,
+    similarity_transform,
+    template,
+)
+
+
+def test_template_maps_onto_itself() -> None:
+    m = similarity_transform(ARCFACE_TEMPLATE_112, ARCFACE_TEMPLATE_112)
+    np.testing.assert_allclose(m, [[1, 0, 0], [0, 1, 0]], atol=1e-9)
+
+
+def test_template_scales_with_size() -> None:
+    np.testing.assert_allclose(template(56), ARCFACE_TEMPLATE_112 / 2)
+    np.testing.assert_allclose(template(112)[0], [38.2946, 51.6963])
+
+
+def test_recovers_a_known_similarity() -> None:
+    angle, scale, shift = math.radians(20), 1.7, np.array([12.0, -5.0])
+    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    src = ARCFACE_TEMPLATE_112
+    dst = src @ rot.T + shift
+    m = similarity_transform(src, dst)
+    np.testing.assert_allclose(m[:, :2], rot, atol=1e-9)
+    np.testing.assert_allclose(apply_transform(m, src), dst, atol=1e-9)
+
+
+def test_align_face_puts_marked_points_on_the_template() -> None:
+    """Draw dots at landmarks in a rotated, scaled frame; after alignment they sit on the template."""
+    size = 112
+    angle, scale, shift = math.radians(-12), 1.4, np.array([30.0, 20.0])
+    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    points = ARCFACE_TEMPLATE_112 @ rot.T + shift
+    image = np.zeros((240, 240, 3), np.uint8)
+    for x, y in points:
+        image[int(y) - 2 : int(y) + 3, int(x) - 2 : int(x) + 3] = 255
+    crop, aligned = align_face(Image.fromarray(image), points + 0.5, size)  # dot centres
+    np.testing.assert_allclose(aligned, template(size), atol=1e-6)
+    for x, y in template(size):
+        patch = crop[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2]
+        assert patch.mean() > 120, f"no dot near template point ({x:.1f}, {y:.1f})"
+
+
+def test_mtcnn_aligns_a_real_face() -> None:
+    """Grace Hopper's portrait ships with matplotlib, so a real face exists on every machine."""
+    pytest.importorskip("facenet_pytorch")
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        image = Image.open(fh).convert("RGB")
+    (det,) = MTCNNDetector("cpu").detect([image])
+    assert det is not None and det.probability > 0.99
+    left_eye, right_eye = det.landmarks[0], det.landmarks[1]
+    assert left_eye[0] < right_eye[0], "points must come left eye (image left) first"
+    crop, aligned = align_face(image, det.landmarks, 112)
+    assert crop.shape == (112, 112, 3)
+    assert np.abs(aligned - template(112)).max() < 8  # a real face fits the template within a few px
+    (again,) = MTCNNDetector("cpu").detect([Image.fromarray(crop)])
+    assert again is not None, "MTCNN must find the face in its own aligned crop"

@@ -1,0 +1,102 @@
+"""Config parsing rejects bad params with the key's name; params.yaml and dvc.yaml agree."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+import yaml
+
+from faceattr.config import SECTIONS, AlignConfig, ConfigError, FinetuneConfig, load_params, parse
+from faceattr.variants import parse_variant
+
+from .conftest import ROOT
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str
+    count: int = 1
+    mode: Literal["a", "b"] = "a"
+    inner: Inner = Inner()
+    items: tuple[str, ...] = ()
+
+
+def test_parse_values_and_defaults() -> None:
+    cfg = parse(Outer, {"name": "x", "inner": {"rate": 2}, "items": ["p", "q"]}, "sec")
+    assert cfg == Outer("x", 1, "a", Inner(2.0), ("p", "q"))
+    assert isinstance(cfg.inner.rate, float)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "x", "cuont": 2}, "unknown key 'sec.cuont'"),
+        ({"name": "x", "inner": {"rat": 1}}, "unknown key 'sec.inner.rat'"),
+        ({"name": "x", "count": "2"}, "'sec.count' must be int"),
+        ({"name": "x", "count": True}, "'sec.count' must be int"),
+        ({"name": "x", "inner": {"rate": "fast"}}, "'sec.inner.rate' must be a number"),
+        ({"name": "x", "mode": "c"}, "'sec.mode' must be one of ['a', 'b']"),
+        ({}, "missing key 'sec.name'"),
+        ({"name": "x", "items": "p"}, "'sec.items' must be a list"),
+    ],
+)
+def test_parse_rejects_with_key_name(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(Outer, raw, "sec")
+
+
+def test_value_checks_name_the_section() -> None:
+    with pytest.raises(ConfigError, match=r"align.*multiple of 16"):
+        parse(AlignConfig, {"size": 50}, "align")
+
+
+def test_every_params_section_parses() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert set(SECTIONS) | {"paths"} == set(params)
+    for name, cls in SECTIONS.items():
+        parse(cls, params[name], name)
+    for variant in parse(FinetuneConfig, params["finetune_multitask"], "finetune_multitask").variants:
+        assert parse_variant(variant).name == variant
+
+
+def _lookup(params: dict, dotted: str) -> object:
+    node: object = params
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"dvc.yaml uses '{dotted}', missing from params.yaml"
+        node = node[part]
+    return node
+
+
+def test_dvc_yaml_references_exist_in_params() -> None:
+    params = load_params(ROOT / "params.yaml")
+    text = (ROOT / "dvc.yaml").read_text()
+    for ref in set(re.findall(r"\$\{([^}]+)\}", text)):
+        if not ref.startswith("item."):
+            _lookup(params, ref)
+    for name, stage in yaml.safe_load(text)["stages"].items():
+        for key in stage.get("params", []):
+            _lookup(params, key)
+        assert (ROOT / "stages" / f"{name}.py").is_file()
+        assert f"stages/{name}.py" in stage["deps"], f"stage {name} must depend on its script"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("vgg-none-age", "unknown backbone 'vgg'"),
+        ("resnet18-identity-age", "pretraining 'identity' is not available for resnet18"),
+        ("face_resnet18-none-height", "tasks must be distinct names"),
+        ("face_resnet18-none", "must read"),
+    ],
+)
+def test_bad_variant_names(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_variant(name)
