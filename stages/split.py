@@ -9,7 +9,7 @@ import pandas as pd
 
 from faceattr.config import BaseConfig, SplitConfig, load_section, to_dict
 from faceattr.data.manifest import read
-from faceattr.data.split import assign_pools, group_keys, split_summary
+from faceattr.data.split import split_pools, split_summary
 from faceattr.io import atomic_path, write_json
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed = load_section(args.params, "base", BaseConfig).seed
     with tracked_run("split", to_dict(cfg)) as tracker:
         labels = read(args.labels)
-        pools = assign_pools(group_keys(labels), cfg.fractions, seed)
+        pools = split_pools(labels, cfg.fractions, seed, cfg.protocol, cfg.stratify)
+
         with atomic_path(args.out) as tmp:
             pd.DataFrame({"index": range(len(labels)), "path": labels["path"], "split": pools}).to_csv(tmp, index=False)
         summary = split_summary(labels, pools)

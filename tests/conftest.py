@@ -42,7 +42,7 @@ def tiny_params(tmp: Path) -> Path:
     return path
 
 
-def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
+def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -> dict[str, Path]:
     """Every stage's ``main(argv)`` in order, as dvc.yaml wires them."""
     p = {k: tmp / k for k in ("raw", "aligned", "split.csv", "models", "ckpt", "metrics", "plots", "reports")}
     a = ["--params", str(params)]
@@ -90,7 +90,7 @@ def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
         ]
     )
     finetune = load_stage("finetune_multitask")
-    for v in TINY_VARIANTS:
+    for v in variants:
         finetune.main(
             [
                 *a,

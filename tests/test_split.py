@@ -61,3 +61,49 @@ def test_byte_identical_images_stay_together() -> None:
     pools = assign_pools(group_keys(labels), FRACTIONS, 0)
     assert (pools.groupby(labels["sha256"]).nunique() == 1).all()
     assert pools.value_counts()["train"] == 90
+
+
+def test_stratified_pools_balance_gender_and_age() -> None:
+    """Women are 20 % of identities and the old are rare: each pool gets its share of both."""
+    ids = [f"p{i:03d}" for i in range(200)]
+    labels = pd.DataFrame(
+        {
+            "path": [f"{i}.jpg" for i in range(200)],
+            "identity": ids,
+            "sha256": [None] * 200,
+            "gender": [1 if i % 5 == 0 else 0 for i in range(200)],
+            "age": [75.0 if i % 10 == 3 else 25.0 for i in range(200)],
+        }
+    )
+    from faceattr.data.split import split_pools
+
+    pools = split_pools(labels, FRACTIONS, seed=0, protocol="identity", stratify=True)
+    for pool, fraction in FRACTIONS.items():
+        rows = labels[pools == pool]
+        assert len(rows) == round(200 * fraction)
+        assert abs(rows["gender"].mean() - 0.2) <= 0.06, pool
+        assert abs((rows["age"] > 60).mean() - 0.1) <= 0.06, pool
+
+
+def test_official_protocol_keeps_val_and_test_partitions() -> None:
+    from faceattr.data.split import split_pools
+
+    partition = ["train"] * 80 + ["val"] * 10 + ["test"] * 10
+    labels = pd.DataFrame(
+        {
+            "path": [f"{i}.jpg" for i in range(100)],
+            "identity": [f"p{i // 2}" for i in range(100)],
+            "sha256": [None] * 100,
+            "gender": [0] * 100,
+            "age": [None] * 100,
+            "partition": partition,
+        }
+    )
+    pools = split_pools(labels, FRACTIONS, seed=0, protocol="official", stratify=True)
+    assert (pools[80:90] == "val").all() and (pools[90:] == "test").all()
+    assert set(pools[:80]) == {"pretrain", "verify", "train"}
+    labels.loc[0, "partition"] = "val"  # identity p0 now spans train and val
+    import pytest
+
+    with pytest.raises(ValueError, match="spans several official partitions"):
+        split_pools(labels, FRACTIONS, seed=0, protocol="official", stratify=True)

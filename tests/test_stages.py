@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from faceattr.config import ConfigError
+from faceattr.config import ConfigError, FinetuneConfig, load_section
 from faceattr.models.checkpoint import load_checkpoint
+from faceattr.train.finetune import finetune
+from faceattr.variants import parse_variant
 
 from .conftest import ROOT, TINY_VARIANTS, load_stage, run_pipeline, tiny_params
 
@@ -48,48 +50,33 @@ def test_finetuned_variant_starts_from_the_identity_trunk(pipeline) -> None:
 
 
 def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
-    """Stop after epoch 1 (as a kill would), rerun: same final weights as one uninterrupted run."""
-    finetune = load_stage("finetune_multitask")
-    params = yaml.safe_load(pipeline["params"].read_text())
-    variant = TINY_VARIANTS[1]
+    """Kill training after epoch 1, rerun: the same final weights as one uninterrupted run."""
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    variant = parse_variant(TINY_VARIANTS[0])
+    common = dict(
+        seed=0,
+        store=pipeline["aligned"],
+        split_file=pipeline["split.csv"],
+        identity_checkpoint=pipeline["models"] / "pretrain_identity" / "trunk.pt",
+        device=torch.device("cpu"),
+    )
 
-    def train(epochs: int, tag: str, resume: str) -> dict:
-        params["finetune_multitask"]["optim"]["epochs"] = epochs
-        path = tmp_path / f"{tag}.yaml"
-        path.write_text(yaml.safe_dump(params))
-        out = tmp_path / tag / "model.pt"
-        finetune.main(
-            [
-                "--params",
-                str(path),
-                "--variant",
-                variant,
-                "--store",
-                str(pipeline["aligned"]),
-                "--split",
-                str(pipeline["split.csv"]),
-                "--identity",
-                str(tmp_path / "unused.pt"),
-                "--out",
-                str(out),
-                "--resume",
-                str(tmp_path / resume),
-                "--metrics",
-                str(tmp_path / f"{tag}.json"),
-                "--curve",
-                str(tmp_path / f"{tag}.csv"),
-            ]
-        )
-        return load_checkpoint(out)[0]
+    full, _, _ = finetune(variant, cfg, resume_path=tmp_path / "full.pt", on_epoch=lambda row: None, **common)
 
-    full = train(2, "full", "full_resume.pt")
-    train(1, "part", "part_resume.pt")
-    state = torch.load(tmp_path / "part_resume.pt", weights_only=True)
-    state["key"] = torch.load(tmp_path / "full_resume.pt", weights_only=True)["key"]  # pose as the 2-epoch run
-    torch.save(state, tmp_path / "part_resume.pt")
-    resumed = train(2, "resumed", "part_resume.pt")
-    for k in full:
-        torch.testing.assert_close(resumed[k], full[k], msg=f"weights differ at {k}")
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(row: dict) -> None:
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first, **common)
+    seen = []
+    resumed, _, history = finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=seen.append, **common)
+    assert [r["epoch"] for r in history] == [1.0, 2.0] and [r["epoch"] for r in seen] == [1.0, 2.0]
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=f"weights differ at {k}")
 
 
 def test_bad_param_fails_with_one_clear_message(tmp_path) -> None:

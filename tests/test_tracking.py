@@ -58,3 +58,9 @@ def test_tracking_off_writes_nothing(tmp_path, monkeypatch) -> None:
     with tracking.tracked_run("split", {"a": 1}) as run:
         run.log_metrics({"x": 1.0})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metric_names_are_made_acceptable_to_mlflow() -> None:
+    assert tracking.metric_name("variants.face_resnet18-identity-gender+age.test.age_mae") == (
+        "variants.face_resnet18-identity-gender_age.test.age_mae"
+    )

@@ -2,6 +2,7 @@
 
 faceattr ui [--port 5000] [--host 127.0.0.1]   browse the MLflow runs of this project
 faceattr check-params [params.yaml]            parse every section; print the first problem
+faceattr preset utkface                        `-S key=value` arguments for `dvc exp run`
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from faceattr.config import SECTIONS, ConfigError, load_params, parse
 from faceattr.tracking import tracking_uri
@@ -53,6 +55,26 @@ def _check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset(args: argparse.Namespace) -> int:
+    """Print a preset's params as ``-S key=value`` arguments for ``dvc exp run``."""
+    import shlex
+
+    import yaml
+
+    path = Path(args.dir) / f"{args.name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in Path(args.dir).glob("*.yaml"))
+        print(f"error: unknown preset '{args.name}'; choose from {names}", file=sys.stderr)
+        return 1
+    overrides = yaml.safe_load(path.read_text()) or {}
+    parts = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        parts += ["-S", shlex.quote(f"{key}={text}")]
+    print(" ".join(parts))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-params", help="validate a params file")
     check.add_argument("params", nargs="?", default="params.yaml")
     check.set_defaults(func=_check_params)
+    preset = sub.add_parser("preset", help="print a preset's params as `-S key=value` for `dvc exp run`")
+    preset.add_argument("name", help="preset name, e.g. utkface (a file presets/<name>.yaml)")
+    preset.add_argument("--dir", default="presets", help="folder of preset files (default: presets)")
+    preset.set_defaults(func=_preset)
     args = p.parse_args(argv)
     return args.func(args)
 

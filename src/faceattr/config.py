@@ -161,14 +161,25 @@ class SyntheticConfig:
 class DownloadConfig:
     dataset: str = "synthetic"
     source: str = "synthetic"
+    uri: str = ""
+    sha256: str = ""
+    duplicates: Literal["keep_one", "drop", "keep_all"] = "keep_one"
+    age_range: tuple[float, ...] = (0.0, 120.0)
+    max_images: int = 0
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    def __post_init__(self) -> None:
+        if len(self.age_range) != 2 or self.age_range[0] > self.age_range[1]:
+            raise ValueError("age_range must be [min, max] with min <= max")
 
 
 @dataclass(frozen=True)
 class AlignConfig:
     size: int = 112
-    landmarks: Literal["provided", "mtcnn"] = "provided"
+    landmarks: Literal["provided", "mtcnn", "auto"] = "provided"
+
     min_probability: float = 0.9
+    min_face_size: int = 20
     batch_size: int = 32
     max_drop_fraction: float = 0.05
 
@@ -184,6 +195,9 @@ SPLIT_POOLS = ("pretrain", "verify", "train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitConfig:
+    protocol: Literal["identity", "official"] = "identity"
+    stratify: bool = True
+
     fractions: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"pretrain": 0.4, "verify": 0.1, "train": 0.3, "val": 0.1, "test": 0.1}
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -47,6 +48,11 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def metric_name(name: str) -> str:
+    """MLflow accepts alphanumerics, ``_ - . / :`` and spaces in names; anything else becomes ``_``."""
+    return re.sub(r"[^\w\-./: ]", "_", name)
+
+
 class Run:
     """What a stage may log; every method is a no-op when tracking is off."""
 
@@ -63,7 +69,7 @@ class Run:
         flat = {
             k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        batch = [Metric(k.replace("@", "_"), v, now_ms, step or 0) for k, v in flat.items()]
+        batch = [Metric(metric_name(k), v, now_ms, step or 0) for k, v in flat.items()]
         for i in range(0, len(batch), 1000):
             self._client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 

@@ -52,27 +52,29 @@ def align_dataset(
     records = manifest.read(raw_dir / "manifest.csv")
     writer = StoreWriter(out_dir, len(records), cfg.size)
     kept, dropped = [], []
-    detector = MTCNNDetector(device) if cfg.landmarks == "mtcnn" else None
+    detector = MTCNNDetector(device, cfg.min_face_size) if cfg.landmarks in ("mtcnn", "auto") else None
+
     lm_cols = list(manifest.LANDMARK_COLUMNS)
     batch: list[tuple[int, Image.Image]] = []
 
     def flush() -> None:
-        detections = _detect(detector, [im for _, im in batch]) if detector else [None] * len(batch)
-        for (i, image), det in zip(batch, detections, strict=True):
+        provided = [_provided_points(records.iloc[i], lm_cols) for i, _ in batch]
+        wanted = [cfg.landmarks == "mtcnn" or (cfg.landmarks == "auto" and p is None) for p in provided]
+        found = iter(_detect(detector, [im for (_, im), w in zip(batch, wanted, strict=True) if w]) if detector else [])
+        for (i, image), points, want in zip(batch, provided, wanted, strict=True):
             row = records.iloc[i]
-            if detector is None:
-                points = row[lm_cols].to_numpy(dtype=np.float64, na_value=np.nan).reshape(5, 2)
-                if not np.isfinite(points).all():
-                    dropped.append((row["path"], "no_landmarks"))
+            if want:
+                det = next(found)
+                if det is None:
+                    dropped.append((row["path"], "no_face"))
                     continue
-            elif det is None:
-                dropped.append((row["path"], "no_face"))
-                continue
-            elif det.probability < cfg.min_probability:
-                dropped.append((row["path"], "low_confidence"))
-                continue
-            else:
+                if det.probability < cfg.min_probability:
+                    dropped.append((row["path"], "low_confidence"))
+                    continue
                 points = det.landmarks
+            elif points is None:
+                dropped.append((row["path"], "no_landmarks"))
+                continue
             crop, aligned = align_face(image, points, cfg.size)
             writer.add(crop)
             out = row.copy()
@@ -109,6 +111,12 @@ def align_dataset(
             f"{cfg.max_drop_fraction}); reasons {counts['dropped_by_reason']}, list in {dropped_csv}"
         )
     return counts
+
+
+def _provided_points(row: pd.Series, columns: list[str]) -> np.ndarray | None:
+    """The manifest's five landmarks, or ``None`` when any coordinate is missing."""
+    points = row[columns].to_numpy(dtype=np.float64, na_value=np.nan).reshape(5, 2)
+    return points if np.isfinite(points).all() else None
 
 
 def _detect(detector: MTCNNDetector, images: list[Image.Image]) -> list:

@@ -1,8 +1,9 @@
-"""Identity-disjoint splits: every identity's images go to exactly one pool.
+"""Splits that keep what belongs together in one pool.
 
 Pools: ``pretrain`` (identity pretraining), ``verify`` (held-out identities for verification
-pairs), and ``train``/``val``/``test`` for the attribute tasks. Records without an identity are
-their own identity. The assignment depends only on the seed and the set of identities.
+pairs), and ``train``/``val``/``test`` for the attribute tasks. The unit of assignment is the
+identity; records without one are grouped by file content (byte-identical images together),
+else stand alone. The assignment depends only on the seed and the set of groups.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+OFFICIAL_POOLS = {"train": ("pretrain", "verify", "train"), "val": ("val",), "test": ("test",)}
 
 
 def group_keys(labels: pd.DataFrame) -> pd.Series:
@@ -23,26 +26,71 @@ def group_keys(labels: pd.DataFrame) -> pd.Series:
     return ("id:" + labels["identity"].astype("string")).fillna(content)
 
 
-def assign_pools(keys: pd.Series, fractions: Mapping[str, float], seed: int) -> pd.Series:
+def strata(labels: pd.DataFrame, keys: pd.Series) -> pd.Series:
+    """Stratum of each group: its majority gender and the decade of its mean age ("?" if unknown)."""
+    frame = pd.DataFrame({"key": keys, "gender": labels["gender"].astype("Float64"), "age": labels["age"]})
+    per_group = frame.groupby("key").agg(gender=("gender", "mean"), age=("age", "mean"))
+    gender = per_group["gender"].round().astype("Int64").astype("string").fillna("?")
+    decade = (per_group["age"] // 10).astype("Int64").astype("string").fillna("?")
+    return keys.map(gender + "/" + decade)
+
+
+def assign_pools(
+    keys: pd.Series, fractions: Mapping[str, float], seed: int, stratum: pd.Series | None = None
+) -> pd.Series:
     """Pool name per record, disjoint by ``keys``, with pool sizes proportional to ``fractions``.
 
-    Keys are shuffled by a seeded generator over their sorted names, then cut in order of the
-    pools, so the result does not depend on row order.
+    Groups are ordered by ``(random rank within their stratum + jitter) / stratum size``, so
+    every stretch of the order mixes the strata in proportion, and the order is cut at the
+    cumulative fractions: pool sizes follow ``fractions`` exactly and each pool gets its share of
+    every stratum, even of small ones. Keys are sorted first, so row order does not matter.
     """
     keys = keys.astype("string")
     if keys.isna().any():
         raise ValueError("every record needs a group key (see group_keys)")
-
-    names = np.array(sorted(keys.unique()))
-    order = np.random.default_rng(seed).permutation(len(names))
-    cuts = np.round(np.cumsum([fractions[p] for p in fractions]) * len(names)).astype(int)
-    pool_of = {}
+    stratum = pd.Series("all", index=keys.index) if stratum is None else stratum.astype("string")
+    first = pd.DataFrame({"key": keys, "stratum": stratum}).drop_duplicates("key").sort_values("key")
+    names = first["key"].to_numpy()
+    rng = np.random.default_rng(seed)
+    position = np.empty(len(names))
+    for _, idx in sorted(first.reset_index(drop=True).groupby("stratum").indices.items()):
+        rank = rng.permutation(len(idx))
+        position[idx] = (rank + rng.random(len(idx))) / len(idx)
+    order = np.argsort(position, kind="stable")
+    total = sum(fractions.values())
+    cuts = np.round(np.cumsum([fractions[p] / total for p in fractions]) * len(names)).astype(int)
+    pool_of: dict[str, str] = {}
     start = 0
     for pool, end in zip(fractions, cuts, strict=True):
-        for name in names[order[start:end]]:
-            pool_of[name] = pool
+        pool_of.update(dict.fromkeys(names[order[start:end]], pool))
         start = end
     return keys.map(pool_of).astype("string")
+
+
+def split_pools(
+    labels: pd.DataFrame, fractions: Mapping[str, float], seed: int, protocol: str, stratify: bool
+) -> pd.Series:
+    """The split stage's rule: identity-disjoint pools, or the official partition for val/test.
+
+    Raises:
+        ValueError: for ``official`` when records lack a partition, or a group spans partitions.
+    """
+    keys = group_keys(labels)
+    stratum = strata(labels, keys) if stratify else None
+    if protocol == "identity":
+        return assign_pools(keys, fractions, seed, stratum)
+    if protocol != "official":
+        raise ValueError(f"unknown split protocol '{protocol}'; choose from ['identity', 'official']")
+    partition = labels["partition"].astype("string")
+    if partition.isna().any() or not partition.isin(list(OFFICIAL_POOLS)).all():
+        raise ValueError("split.protocol 'official' needs a train/val/test partition on every record")
+    if (pd.DataFrame({"k": keys, "p": partition}).groupby("k")["p"].nunique() > 1).any():
+        raise ValueError("an identity spans several official partitions: use split.protocol 'identity'")
+    pools = partition.copy()
+    train = partition == "train"
+    sub = {p: fractions[p] for p in OFFICIAL_POOLS["train"]}
+    pools[train] = assign_pools(keys[train], sub, seed, None if stratum is None else stratum[train])
+    return pools
 
 
 def split_summary(labels: pd.DataFrame, pools: pd.Series) -> dict[str, dict[str, float]]:
@@ -53,7 +101,7 @@ def split_summary(labels: pd.DataFrame, pools: pd.Series) -> dict[str, dict[str,
         out[str(pool)] = {
             "images": len(rows),
             "identities": int(rows["identity"].nunique()),
-            "female_fraction": float(rows["gender"].mean()) if rows["gender"].notna().any() else float("nan"),
-            "mean_age": float(rows["age"].mean()) if rows["age"].notna().any() else float("nan"),
+            "female_fraction": float(rows["gender"].mean()) if rows["gender"].notna().any() else None,
+            "mean_age": float(rows["age"].mean()) if rows["age"].notna().any() else None,
         }
     return out

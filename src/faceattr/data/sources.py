@@ -1,0 +1,154 @@
+"""Adapters from official data set layouts to the manifest: UTKFace and CelebA.
+
+Each adapter reads an extracted folder and returns ``(manifest, dropped)``: one manifest row per
+usable image and one ``(path, reason)`` row per record it could not use, so nothing is lost
+silently. Labels are mapped onto the manifest's conventions (gender 0 male / 1 female).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from faceattr.data import manifest
+from faceattr.data.fetch import sha256_file
+
+log = logging.getLogger(__name__)
+
+# Two published names are garbled after the date ("...657 .jpg.chip.jpg", "...357jpg.chip.jpg"):
+# their labels are intact, so a stray space or a missing dot before "jpg" is accepted.
+UTKFACE_NAME = re.compile(r"^(?P<age>\d+)_(?P<gender>\d+)_(?:(?P<race>\d+)_)?(?P<date>\d+) ?\.?jpg\.chip\.jpg$")
+
+UTKFACE_RACES = ("white", "black", "asian", "indian", "others")
+CELEBA_PARTITIONS = {0: "train", 1: "val", 2: "test"}
+
+
+def _empty_row(path: str) -> dict:
+    return {
+        "path": path,
+        "identity": None,
+        "age": None,
+        "gender": None,
+        "race": None,
+        "partition": None,
+        "sha256": None,
+        **{c: None for c in manifest.LANDMARK_COLUMNS},
+    }
+
+
+def utkface(root: Path, duplicates: str, age_range: tuple[float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """UTKFace "Aligned & Cropped": labels from ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``.
+
+    Names without the race field get a null race. Byte-identical files (same sha256) are handled by
+    ``duplicates``: ``keep_one`` keeps the first name of each group, ``drop`` drops every member of
+    a group whose labels conflict and keeps one of the others, ``keep_all`` keeps them all (the
+    split keeps a group together either way, since its key is the content hash).
+    """
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(".jpg"))
+    if not files:
+        raise FileNotFoundError(f"no UTKFace images (*.jpg.chip.jpg) under '{root}'")
+    rows, dropped = [], []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        m = UTKFACE_NAME.match(f.name)
+        if m is None or int(m["gender"]) not in (0, 1):
+            dropped.append((rel, "unparseable_name"))
+            continue
+        row = _empty_row(rel)
+        row.update(
+            age=float(m["age"]),
+            gender=int(m["gender"]),
+            race=int(m["race"]) if m["race"] is not None else None,
+            sha256=sha256_file(f),
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame, more = _dedupe(frame, duplicates)
+    dropped += more
+    outside = (frame["age"] < age_range[0]) | (frame["age"] > age_range[1])
+    dropped += [(p, "age_out_of_range") for p in frame.loc[outside, "path"]]
+    frame = frame[~outside].reset_index(drop=True)
+    return frame, pd.DataFrame(dropped, columns=["path", "reason"])
+
+
+def _dedupe(frame: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    if mode not in ("keep_one", "drop", "keep_all"):
+        raise ValueError(f"unknown duplicates mode '{mode}'; choose from ['drop', 'keep_all', 'keep_one']")
+    if mode == "keep_all":
+        return frame, []
+    groups = frame.groupby("sha256")
+    labels = groups[["age", "gender", "race"]].nunique(dropna=False).max(axis=1)
+    conflicting = set(labels.index[labels > 1])
+    first = ~frame.duplicated("sha256", keep="first")
+    keep = first if mode == "keep_one" else first & ~frame["sha256"].isin(conflicting)
+    reasons = np.where(frame["sha256"].isin(conflicting), "duplicate_conflicting_labels", "duplicate")
+    dropped = [(p, str(r)) for p, r, k in zip(frame["path"], reasons, keep, strict=True) if not k]
+    return frame[keep].reset_index(drop=True), dropped
+
+
+def read_celeba_column(path: Path) -> pd.Series:
+    """Read a two-column CelebA file (``identity_CelebA.txt``, ``list_eval_partition.txt``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CelebA label file '{path}' not found")
+    table = pd.read_csv(path, sep=r"\s+", header=None, names=["file", "value"], dtype={"file": str})
+    return table.set_index("file")["value"]
+
+
+def read_celeba_attributes(path: Path) -> pd.DataFrame:
+    """``list_attr_celeba.txt``: a count line, a header of 40 names, then ±1 per image."""
+    lines = path.read_text().splitlines()
+    names = lines[1].split()
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    frame = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows], columns=names).astype(int)
+    bad = ~frame.isin([-1, 1]).all(axis=1)
+    if bad.any():
+        raise ValueError(f"'{path}': attribute values must be -1 or 1 (first bad row {frame.index[bad][0]})")
+    return frame
+
+
+def read_celeba_landmarks(path: Path) -> pd.DataFrame:
+    """``list_landmarks_align_celeba.txt``: count line, header, then 10 coordinates per image."""
+    lines = path.read_text().splitlines()
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    return pd.DataFrame(
+        [[float(v) for v in r[1:11]] for r in rows], index=[r[0] for r in rows], columns=list(manifest.LANDMARK_COLUMNS)
+    )
+
+
+def celeba(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CelebA aligned images with identities, 40 attributes, the official partition and landmarks.
+
+    ``root`` holds ``img_align_celeba/`` and the label files; the landmark file is optional.
+    """
+    images = root / "img_align_celeba"
+    if not images.is_dir():
+        raise FileNotFoundError(f"'{images}' not found: extract img_align_celeba.zip there")
+    identity = read_celeba_column(root / "identity_CelebA.txt")
+    partition = read_celeba_column(root / "list_eval_partition.txt")
+    attributes = read_celeba_attributes(root / "list_attr_celeba.txt")
+    lm_file = root / "list_landmarks_align_celeba.txt"
+    landmarks = read_celeba_landmarks(lm_file) if lm_file.is_file() else None
+    rows, dropped = [], []
+    for f in sorted(images.glob("*.jpg")):
+        rel = f.relative_to(root).as_posix()
+        if f.name not in identity.index or f.name not in attributes.index:
+            dropped.append((rel, "no_labels"))
+            continue
+        row = _empty_row(rel)
+        attrs = attributes.loc[f.name]
+        row.update(
+            identity=str(identity[f.name]),
+            gender=0 if attrs["Male"] == 1 else 1,
+            partition=CELEBA_PARTITIONS.get(int(partition.get(f.name, -1))),
+        )
+        row.update({f"attr_{k}": int(v == 1) for k, v in attrs.items()})
+        if landmarks is not None and f.name in landmarks.index:
+            row.update(landmarks.loc[f.name].to_dict())
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no labelled CelebA images under '{images}'")
+    return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])

@@ -1,0 +1,113 @@
+"""Hand-made bad inputs through the align stage: every record ends aligned or dropped with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from faceattr.config import AlignConfig
+from faceattr.data import manifest
+from faceattr.data.align import MTCNNDetector
+from faceattr.data.aligning import TooManyDropped, align_dataset, load_image
+
+pytest.importorskip("facenet_pytorch")
+
+
+@pytest.fixture(scope="module")
+def face() -> Image.Image:
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        return Image.open(fh).convert("RGB").resize((256, 320))
+
+
+def _write_inputs(raw, face: Image.Image) -> dict[str, str]:
+    """Files named by their expected outcome."""
+    raw.mkdir(parents=True, exist_ok=True)
+    face.save(raw / "rgb.jpg")
+    face.convert("L").save(raw / "grey.jpg")
+    face.convert("CMYK").save(raw / "cmyk.jpg")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(raw / "alpha.png")
+    arr16 = (np.asarray(face.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(arr16).save(raw / "sixteen.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view": the pixels are stored turned left
+    face.rotate(90, expand=True).save(raw / "exif_rotated.jpg", exif=exif)
+    good = (raw / "rgb.jpg").read_bytes()
+    (raw / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (raw / "corrupt.jpg").write_bytes(good[:20] + bytes(range(256)) * 8)
+    (raw / "text.jpg").write_text("this is not an image\n")
+    Image.new("RGB", (256, 320), (128, 128, 128)).save(raw / "blank.jpg")
+    return {
+        "rgb.jpg": "aligned",
+        "grey.jpg": "aligned",
+        "cmyk.jpg": "aligned",
+        "alpha.png": "aligned",
+        "sixteen.png": "aligned",
+        "exif_rotated.jpg": "aligned",
+        "truncated.jpg": "unreadable",
+        "corrupt.jpg": "unreadable",
+        "text.jpg": "unreadable",
+        "blank.jpg": "no_face",
+        "missing.jpg": "missing_file",
+    }
+
+
+def _manifest(paths) -> pd.DataFrame:
+    rows = [
+        {
+            "path": p,
+            "identity": None,
+            "age": None,
+            "gender": None,
+            "race": None,
+            "partition": None,
+            "sha256": None,
+            **dict.fromkeys(manifest.LANDMARK_COLUMNS),
+        }
+        for p in paths
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_each_bad_input_has_its_exact_outcome(tmp_path, face) -> None:
+    expected = _write_inputs(tmp_path / "raw", face)
+    manifest.write(_manifest(expected), tmp_path / "raw" / "manifest.csv")
+    cfg = AlignConfig(size=112, landmarks="mtcnn", max_drop_fraction=1.0, batch_size=4)
+    counts = align_dataset(tmp_path / "raw", tmp_path / "store", tmp_path / "dropped.csv", cfg)
+    dropped = pd.read_csv(tmp_path / "dropped.csv").set_index("path")["reason"].to_dict()
+    labels = manifest.read(tmp_path / "store" / "labels.csv")
+    outcome = {**dict.fromkeys(labels["path"], "aligned"), **dropped}
+    assert outcome == expected
+    assert counts["found"] == len(expected) and counts["aligned"] == 6
+    assert counts["dropped_by_reason"] == {"missing_file": 1, "no_face": 1, "unreadable": 3}
+    rotated = labels.set_index("path").loc["exif_rotated.jpg"]
+    assert abs(rotated["lm0_y"] - rotated["lm1_y"]) < 3, "EXIF orientation must be applied before detection"
+
+
+def test_too_many_dropped_fails_but_keeps_the_list(tmp_path, face) -> None:
+    expected = _write_inputs(tmp_path / "raw", face)
+    manifest.write(_manifest(expected), tmp_path / "raw" / "manifest.csv")
+    cfg = AlignConfig(size=112, landmarks="mtcnn", max_drop_fraction=0.2)
+    with pytest.raises(TooManyDropped, match=r"5 of 11 images dropped \(45\.5% > align\.max_drop_fraction=0\.2\)"):
+        align_dataset(tmp_path / "raw", tmp_path / "store", tmp_path / "dropped.csv", cfg)
+    assert len(pd.read_csv(tmp_path / "dropped.csv")) == 5
+
+
+def test_two_faces_pick_the_largest(face) -> None:
+    canvas = Image.new("RGB", (520, 340), (90, 90, 90))
+    canvas.paste(face, (0, 10))
+    canvas.paste(face.resize((128, 160)), (380, 90))
+    (det,) = MTCNNDetector("cpu").detect([canvas])
+    assert det is not None and det.landmarks[:, 0].max() < 256, "the larger (left) face must be chosen"
+
+
+def test_load_image_modes_become_rgb(tmp_path, face) -> None:
+    _write_inputs(tmp_path, face)
+    for name in ("grey.jpg", "cmyk.jpg", "alpha.png", "sixteen.png", "exif_rotated.jpg"):
+        image = load_image(tmp_path / name)
+        assert image.mode == "RGB" and image.size == (256, 320), name

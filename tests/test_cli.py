@@ -1,0 +1,43 @@
+"""The faceattr command: presets become `dvc exp run -S` arguments; params are checked."""
+
+from __future__ import annotations
+
+import yaml
+
+from faceattr.cli import main
+
+from .conftest import ROOT
+
+
+def test_preset_prints_set_params(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(["preset", "utkface"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[:2] == ["-S", "download.dataset=utkface"]
+    assert "align.landmarks=mtcnn" in out
+
+
+def test_every_preset_names_real_params(monkeypatch) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for preset in (ROOT / "presets").glob("*.yaml"):
+        for key in yaml.safe_load(preset.read_text()):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"{preset.name}: '{key}' is not a params key"
+                node = node[part]
+
+
+def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(["preset", "agedb2"]) == 1
+    assert "unknown preset 'agedb2'; choose from ['celeba', 'paper', 'utkface']" in capsys.readouterr().err
+
+
+def test_check_params(tmp_path, capsys) -> None:
+    assert main(["check-params", str(ROOT / "params.yaml")]) == 0
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["finetune_multitask"]["variants"] = ["face_resnet18-none-height"]
+    bad = tmp_path / "p.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    assert main(["check-params", str(bad)]) == 1
+    assert "tasks must be distinct names" in capsys.readouterr().err
