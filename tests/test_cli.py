@@ -30,7 +30,7 @@ def test_every_preset_names_real_params(monkeypatch) -> None:
 def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1
-    assert "unknown preset 'agedb2'; choose from ['celeba', 'paper', 'utkface']" in capsys.readouterr().err
+    assert "unknown preset 'agedb2'; choose from ['agedb', 'celeba', 'paper', 'utkface']" in capsys.readouterr().err
 
 
 def test_check_params(tmp_path, capsys) -> None:

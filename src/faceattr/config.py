@@ -163,6 +163,8 @@ class DownloadConfig:
     source: str = "synthetic"
     uri: str = ""
     sha256: str = ""
+    password_env: str = "FACEATTR_ARCHIVE_PASSWORD"
+
     duplicates: Literal["keep_one", "drop", "keep_all"] = "keep_one"
     age_range: tuple[float, ...] = (0.0, 120.0)
     max_images: int = 0

@@ -10,6 +10,7 @@ extracted safely) or a local folder (its archives extracted, its other files cop
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,11 @@ def _synthetic(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     return pd.DataFrame(rows), pd.DataFrame(columns=["path", "reason"])
 
 
+def _password(cfg: DownloadConfig) -> str | None:
+    """An archive password from the environment variable ``download.password_env`` names."""
+    return os.environ.get(cfg.password_env) or None
+
+
 def _is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
@@ -67,14 +73,14 @@ def materialise(cfg: DownloadConfig, out: Path, downloads: Path) -> None:
         raise ValueError(f"source '{cfg.source}' needs download.uri: a URL, a local archive or a folder")
     if is_url(cfg.uri):
         name = cfg.uri.rstrip("/").rsplit("/", 1)[-1] or "download"
-        safe_extract(download_url(cfg.uri, downloads / name, cfg.sha256), out)
+        safe_extract(download_url(cfg.uri, downloads / name, cfg.sha256), out, _password(cfg))
         return
     path = Path(cfg.uri).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"download.uri '{path}' not found: point it at the official archive or folder")
     if path.is_file():
         verify_sha256(path, cfg.sha256)
-        safe_extract(path, out)
+        safe_extract(path, out, _password(cfg))
         return
     sums = path / "SHA256SUMS"
     if sums.is_file():
@@ -84,7 +90,7 @@ def materialise(cfg: DownloadConfig, out: Path, downloads: Path) -> None:
                 verify_sha256(path / name, digest)
     for item in sorted(path.iterdir()):
         if _is_archive(item):
-            safe_extract(item, out)
+            safe_extract(item, out, _password(cfg))
         elif item.is_dir():
             shutil.copytree(item, out / item.name)
         elif item.name != "SHA256SUMS":
@@ -103,10 +109,32 @@ def _celeba(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     return sources.celeba(out)
 
 
+def _agedb(cfg: DownloadConfig, out: Path, seed: int) -> Result:
+    del seed
+    materialise(cfg, out, out.parent / "downloads")
+    return sources.agedb(out, (cfg.age_range[0], cfg.age_range[1]))
+
+
+def _casia(cfg: DownloadConfig, out: Path, seed: int) -> Result:
+    """CASIA-WebFace as a folder per identity, or insightface's ``faces_webface_112x112`` records."""
+    del seed
+    materialise(cfg, out, out.parent / "downloads")
+    records = sorted(out.rglob("train.rec"))
+    if records:
+        count = sources.unpack_recordio(records[0], out / "images")
+        log.info("unpacked %d images from %s", count, records[0])
+        frame, dropped = sources.identity_folders(out / "images")
+        frame["path"] = "images/" + frame["path"]
+        return frame, dropped
+    return sources.identity_folders(out)
+
+
 SOURCES: dict[str, Callable[[DownloadConfig, Path, int], Result]] = {
     "synthetic": _synthetic,
     "utkface": _utkface,
     "celeba": _celeba,
+    "agedb": _agedb,
+    "casia": _casia,
 }
 
 

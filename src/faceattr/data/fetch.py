@@ -93,12 +93,14 @@ def _check_member(name: str, target: Path) -> Path:
     return resolved
 
 
-def safe_extract(archive: Path, target: Path) -> None:
+def safe_extract(archive: Path, target: Path, password: str | None = None) -> None:
     """Extract a tar (optionally compressed) or zip archive into ``target``, refusing unsafe members.
+
+    ``password`` opens encrypted zip members (AgeDB is distributed that way).
 
     Raises:
         UnsafeArchiveError: a member escapes ``target`` or is a link/device.
-        ValueError: the file is truncated or not an archive, naming it.
+        ValueError: the file is truncated or not an archive, or the password is missing or wrong.
     """
     target.mkdir(parents=True, exist_ok=True)
     try:
@@ -112,8 +114,13 @@ def safe_extract(archive: Path, target: Path) -> None:
                         dest.mkdir(parents=True, exist_ok=True)
                         continue
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, dest.open("wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
+                    try:
+                        with zf.open(info, pwd=password.encode() if password else None) as src, dest.open("wb") as out:
+                            shutil.copyfileobj(src, out, CHUNK)
+                    except RuntimeError as err:  # zipfile's "password required" / "Bad password"
+                        dest.unlink(missing_ok=True)
+                        raise ValueError(f"'{archive}': {err}; a missing or wrong password") from None
+
             return
         with tarfile.open(archive) as tf:
             for member in tf:

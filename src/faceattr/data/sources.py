@@ -152,3 +152,82 @@ def celeba(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not rows:
         raise FileNotFoundError(f"no labelled CelebA images under '{images}'")
     return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
+
+
+AGEDB_NAME = re.compile(r"^(?P<index>\d+)_(?P<name>.+)_(?P<age>\d+)_(?P<gender>[mMfF])\.jpg$")
+
+
+def agedb(root: Path, age_range: tuple[float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AgeDB: ``[index]_[Name]_[age]_[gender].jpg``; the subject name is the identity (m/f -> 0/1)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".jpg")
+    if not files:
+        raise FileNotFoundError(f"no AgeDB images ([index]_[Name]_[age]_[gender].jpg) under '{root}'")
+    rows, dropped = [], []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        m = AGEDB_NAME.match(f.name)
+        if m is None:
+            dropped.append((rel, "unparseable_name"))
+            continue
+        row = _empty_row(rel)
+        row.update(identity=m["name"], age=float(m["age"]), gender=0 if m["gender"].lower() == "m" else 1)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    outside = (frame["age"] < age_range[0]) | (frame["age"] > age_range[1])
+    dropped += [(p, "age_out_of_range") for p in frame.loc[outside, "path"]]
+    return frame[~outside].reset_index(drop=True), pd.DataFrame(dropped, columns=["path", "reason"])
+
+
+def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A folder per identity (CASIA-WebFace, LFW): ``<root>/<identity>/<image>``."""
+    exts = {".jpg", ".jpeg", ".png", ".bmp"}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    rows, dropped = [], []
+    for f in files:
+        rel = f.relative_to(root)
+        if len(rel.parts) < 2:
+            dropped.append((rel.as_posix(), "not_in_identity_folder"))
+            continue
+        row = _empty_row(rel.as_posix())
+        row["identity"] = rel.parts[-2]
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no images in identity folders under '{root}'")
+    return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
+
+
+RECORDIO_MAGIC = 0xCED7230A
+
+
+def unpack_recordio(rec: Path, out: Path) -> int:
+    """insightface's ``train.rec`` (MXNet RecordIO) -> ``out/<label>/<index>.jpg``; returns images.
+
+    Each record: magic, a length word (low 29 bits), then ``IRHeader`` (flag uint32, label float32,
+    id uint64, id2 uint64), ``flag`` extra float32 labels when flag > 0, then the JPEG bytes; records
+    are padded to 4 bytes. insightface's record 0 is a header (flag > 0) without an image.
+    """
+    import struct
+
+    count = 0
+    with rec.open("rb") as fh:
+        index = 0
+        while header := fh.read(8):
+            if len(header) < 8:
+                raise ValueError(f"'{rec}' is truncated at record {index}")
+            magic, word = struct.unpack("<II", header)
+            if magic != RECORDIO_MAGIC:
+                raise ValueError(f"'{rec}' is not a RecordIO file (bad magic at record {index})")
+            length = word & ((1 << 29) - 1)
+            payload = fh.read(length)
+            fh.read((4 - length % 4) % 4)
+            if len(payload) < length or length < 24:
+                raise ValueError(f"'{rec}' is truncated at record {index}")
+            flag, label, _, _ = struct.unpack("<IfQQ", payload[:24])
+            image = payload[24 + 4 * flag :]
+            if flag == 0 and image:
+                target = out / str(int(label)) / f"{index}.jpg"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(image)
+                count += 1
+            index += 1
+    return count

@@ -1,0 +1,77 @@
+"""Face-verification pair lists: LFW ``pairs.txt`` and insightface's ``lfw.bin``/``agedb_30.bin``.
+
+insightface's ``.bin`` files are Python pickles of ``(list of JPEG bytes, list of bools)``.
+Unpickling can run arbitrary code, so they are read with an unpickler that resolves no global
+at all: plain bytes, lists, tuples and booleans load, anything else is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import pandas as pd
+
+
+class UnsafePickleError(ValueError):
+    """A pickle that asks for a class or function, which a pair file never needs."""
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        raise UnsafePickleError(f"refusing to load '{module}.{name}': pair files hold only bytes, lists and booleans")
+
+
+def read_bin_pairs(path: Path) -> tuple[list[bytes], list[bool]]:
+    """Read an insightface verification ``.bin``: images in pairs (2i, 2i+1) and their labels."""
+    with path.open("rb") as fh:
+        data = _DataOnlyUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise ValueError(f"'{path}' is not an insightface pair file (expected (images, labels))")
+    images, same = data
+    if not all(isinstance(b, bytes | bytearray) for b in images) or not all(isinstance(s, bool) for s in same):
+        raise ValueError(f"'{path}': images must be bytes and labels booleans")
+    if len(images) != 2 * len(same):
+        raise ValueError(f"'{path}': {len(images)} images for {len(same)} pairs")
+    return [bytes(b) for b in images], list(same)
+
+
+def read_pairs_txt(path: Path) -> pd.DataFrame:
+    """LFW-style ``pairs.txt``: a ``folds<TAB>n`` line, then per fold n same and n different lines.
+
+    Same: ``name a b``; different: ``nameA a nameB b``. ``a``/``b`` are LFW image numbers
+    (``name/name_0001.jpg``) or file names (CelebA-derived lists). Returns one row per pair with
+    ``fold``, ``same``, ``identity_a``, ``file_a``, ``identity_b``, ``file_b``.
+    """
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    if not lines or len(lines[0]) != 2:
+        raise ValueError(f"'{path}': the first line must be '<folds> <pairs per half-fold>'")
+    folds, per_half = int(lines[0][0]), int(lines[0][1])
+    body = lines[1:]
+    if len(body) != folds * 2 * per_half:
+        raise ValueError(f"'{path}': expected {folds * 2 * per_half} pair lines, found {len(body)}")
+
+    def file_of(identity: str, ref: str) -> str:
+        return f"{identity}/{identity}_{int(ref):04d}.jpg" if ref.isdigit() else ref
+
+    rows = []
+    for k, parts in enumerate(body):
+        fold, same = k // (2 * per_half), (k % (2 * per_half)) < per_half
+        if same and len(parts) == 3:
+            a, b = (parts[0], parts[1]), (parts[0], parts[2])
+        elif not same and len(parts) == 4:
+            a, b = (parts[0], parts[1]), (parts[2], parts[3])
+        else:
+            raise ValueError(f"'{path}' line {k + 2}: expected {'3' if same else '4'} fields, got {len(parts)}")
+        rows.append(
+            {
+                "fold": fold,
+                "same": same,
+                "identity_a": a[0],
+                "file_a": file_of(*a),
+                "identity_b": b[0],
+                "file_b": file_of(*b),
+            }
+        )
+    return pd.DataFrame(rows)
