@@ -8,10 +8,10 @@ from pathlib import Path
 
 from faceattr.config import AlignConfig, load_section, to_dict
 from faceattr.data.aligning import align_dataset
+from faceattr.device import pick_device
 from faceattr.io import write_json
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
-from faceattr.train.loop import pick_device
 
 log = logging.getLogger("faceattr.stages.align")
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dict
+from faceattr.device import pick_device
 from faceattr.evaluation import evaluate_variants
 from faceattr.io import write_json
 from faceattr.stage import parser, run
 from faceattr.tracking import find_variant_run, tracked_run
-from faceattr.train.loop import pick_device
 
 log = logging.getLogger("faceattr.stages.evaluate")
 

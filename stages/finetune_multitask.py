@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceattr.config import BaseConfig, FinetuneConfig, load_section, to_dict
+from faceattr.device import pick_device
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
 from faceattr.train.finetune import finetune
-from faceattr.train.loop import pick_device
 from faceattr.variants import parse_variant
 
 log = logging.getLogger("faceattr.stages.finetune_multitask")

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceattr.config import BaseConfig, PretrainIdentityConfig, load_section, to_dict
+from faceattr.device import pick_device
 from faceattr.io import write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
-from faceattr.train.loop import pick_device
 from faceattr.train.pretrain import pretrain_identity
 
 log = logging.getLogger("faceattr.stages.pretrain_identity")

@@ -100,3 +100,35 @@ def test_dvc_yaml_references_exist_in_params() -> None:
 def test_bad_variant_names(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_variant(name)
+
+
+_LIST_IMPORTS = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+for name, mod in sorted(sys.modules.items()):
+    if name == "faceattr" or name.startswith("faceattr."):
+        print(mod.__file__)
+"""
+
+
+def test_every_imported_library_module_is_a_dep() -> None:
+    """Editing library code a stage imports must rerun that stage: each such file is a dep."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        deps = [ROOT / d for d in stage["deps"] if d.startswith("src/")]
+        out = subprocess.run(
+            [sys.executable, "-c", _LIST_IMPORTS, str(ROOT / "stages" / f"{name}.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for file in map(Path, out):
+            assert any(file == d or d in file.parents for d in deps), (
+                f"stage {name} imports {file} but lacks it as a dep"
+            )

@@ -9,12 +9,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from faceattr.config import ConfigError
-from faceattr.data.aligning import TooManyDropped
-from faceattr.data.manifest import ManifestError
-
 log = logging.getLogger("faceattr")
-USER_ERRORS = (ConfigError, ManifestError, TooManyDropped, FileNotFoundError, ValueError)
+# Every error a user can act on is one of these: ConfigError, ManifestError, TooManyDropped,
+# ChecksumError and UnsafeArchiveError all derive from ValueError.
+USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from faceattr.io import atomic_path
 log = logging.getLogger(__name__)
 
 
-class TooManyDropped(RuntimeError):
+class TooManyDropped(ValueError):
     """More records were dropped than ``align.max_drop_fraction`` allows."""
 
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,6 @@ from faceattr.config import OptimConfig
 from faceattr.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, else CPU; ``FACEATTR_DEVICE`` overrides (e.g. ``cpu`` on a GPU box)."""
-    name = os.environ.get("FACEATTR_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> float:

@@ -1,0 +1,13 @@
+"""Where tensors go: CUDA when present, else CPU; ``FACEATTR_DEVICE`` overrides."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU; ``FACEATTR_DEVICE`` overrides (e.g. ``cpu`` on a GPU box)."""
+    name = os.environ.get("FACEATTR_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
