@@ -156,3 +156,30 @@ def test_rerun_from_same_seed_is_identical(pipeline, tmp_path) -> None:
     first = json.loads((pipeline["metrics"] / "evaluate.json").read_text())
     second = json.loads((again["metrics"] / "evaluate.json").read_text())
     assert first == second
+
+
+def test_resume_state_from_other_code_is_ignored(pipeline, tmp_path, monkeypatch) -> None:
+    """A finished resume state written by other code must not be reused (DVC reran us for a reason)."""
+    from faceattr.train import finetune as finetune_module
+
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    variant = parse_variant(TINY_VARIANTS[1])
+    state_path = tmp_path / "r.pt"
+    common = dict(
+        seed=0,
+        store=pipeline["aligned"],
+        split_file=pipeline["split.csv"],
+        identity_checkpoint=None,
+        device=torch.device("cpu"),
+        resume_path=state_path,
+        on_epoch=lambda row: None,
+    )
+    finetune(variant, cfg, **common)
+    first = torch.load(state_path, weights_only=True)["key"]
+    before = state_path.stat().st_mtime_ns
+    finetune(variant, cfg, **common)
+    assert state_path.stat().st_mtime_ns == before, "same code: the finished state is restored, nothing retrained"
+    monkeypatch.setattr(finetune_module, "code_fingerprint", lambda: "other-code")
+    finetune(variant, cfg, **common)
+    state = torch.load(state_path, weights_only=True)
+    assert state["key"] != first and state["epoch"] == 2, "other code: trained afresh and the state rewritten"

@@ -25,7 +25,7 @@ from faceattr.train.data import (
     load_split,
     to_input,
 )
-from faceattr.train.loop import fingerprint, fit, lr_at, make_optimizer, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, seed_epoch
 from faceattr.train.losses import multitask_loss
 from faceattr.variants import Variant
 
@@ -158,7 +158,7 @@ def finetune(
     tb, vb = (Batches(d, codec, mean, std, device) for d in (train, val))
     optimizer = make_optimizer(model, cfg.optim)
     init = identity_checkpoint if variant.pretraining == "identity" else None
-    key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init)
+    key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init, code_fingerprint())
     history = fit(
         modules={"model": model},
         optimizer=optimizer,

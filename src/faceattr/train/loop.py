@@ -53,6 +53,22 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def code_fingerprint() -> str:
+    """Hash of the faceattr library's source: a resume state is valid only for the same code.
+
+    Without it, a rerun after a fix to the training code (which DVC reruns, since the code is a
+    dep) would resume the finished state written by the old code and return stale weights.
+    """
+    import faceattr
+
+    package = Path(faceattr.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fit(
     *,
     modules: dict[str, nn.Module],

@@ -23,7 +23,7 @@ from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import ArcFaceHead
 from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, load_split, to_input
 from faceattr.train.finetune import EVAL_BATCH_SIZE
-from faceattr.train.loop import fingerprint, fit, lr_at, make_optimizer, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, seed_epoch
 
 log = logging.getLogger(__name__)
 MEAN, STD = NORMALISATION["default"]
@@ -129,7 +129,7 @@ def pretrain_identity(
     head = ArcFaceHead(cfg.embedding_size, len(train.identity_names), cfg.margin_s, cfg.margin_m)
     trunk.to(device), head.to(device)
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
-    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv")
+    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
