@@ -140,6 +140,8 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["reports"] / "figures"),
             "--vega-template",
             str(p["reports"] / "vega_offline.html"),
+            "--dvc-curves",
+            str(p["plots"] / "curves"),
         ]
     )
     return p

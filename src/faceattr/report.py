@@ -118,6 +118,24 @@ def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
     return out
 
 
+CURVE_COLUMNS = ("epoch", "train_loss", "val_gender_acc", "val_age_mae", "val_age_cs5", "val_landmark_nme")
+
+
+def write_dvc_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> None:
+    """One CSV per variant with every curve column (empty where the variant lacks the task).
+
+    ``dvc plots show`` draws one chart per metric over this folder, a line per file, and needs
+    each file to have the column.
+    """
+    from faceattr.io import write_rows_csv
+
+    for stale in out_dir.glob("*.csv"):
+        if stale.stem not in curves:
+            stale.unlink()
+    for name, rows in curves.items():
+        write_rows_csv([{c: row.get(c, "") for c in CURVE_COLUMNS} for row in rows], out_dir / f"{name}.csv")
+
+
 def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> list[Path]:
     """One PNG per validation metric, a line per variant."""
     import matplotlib

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,18 @@ def fingerprint(*parts: Any) -> str:
 
 
 def code_fingerprint() -> str:
-    """Hash of the faceattr library's source: a resume state is valid only for the same code.
+    """Hash of the faceattr modules loaded in this process: a resume state needs the same code.
 
     Without it, a rerun after a fix to the training code (which DVC reruns, since the code is a
-    dep) would resume the finished state written by the old code and return stale weights.
+    dep) would resume the finished state written by the old code and return stale weights. Only
+    the modules the training imports count, so editing, say, the report code retrains nothing.
     """
-    import faceattr
-
-    package = Path(faceattr.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
+    for name in sorted(n for n in sys.modules if n == "faceattr" or n.startswith("faceattr.")):
+        path = getattr(sys.modules[name], "__file__", None)
+        if path:
+            digest.update(name.encode())
+            digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
 
