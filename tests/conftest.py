@@ -141,7 +141,7 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             "--vega-template",
             str(p["reports"] / "vega_offline.html"),
             "--dvc-curves",
-            str(p["plots"] / "curves"),
+            str(p["plots"] / "curves.csv"),
         ]
     )
     return p

@@ -118,22 +118,21 @@ def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
     return out
 
 
-CURVE_COLUMNS = ("epoch", "train_loss", "val_gender_acc", "val_age_mae", "val_age_cs5", "val_landmark_nme")
+CURVE_COLUMNS = ("epoch", "variant", "train_loss", "val_gender_acc", "val_age_mae", "val_age_cs5", "val_landmark_nme")
 
 
-def write_dvc_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> None:
-    """One CSV per variant with every curve column (empty where the variant lacks the task).
+def write_dvc_curves(curves: Mapping[str, list[dict[str, float]]], path: Path) -> None:
+    """All variants' curves in one long CSV (a row per variant and epoch, empty where a task is absent).
 
-    ``dvc plots show`` draws one chart per metric over this folder, a line per file, and needs
-    each file to have the column.
+    The top-level plots in dvc.yaml draw one chart per metric from it, a line per variant, with
+    the ``by_variant`` template in ``.dvc/plots``.
     """
     from faceattr.io import write_rows_csv
 
-    for stale in out_dir.glob("*.csv"):
-        if stale.stem not in curves:
-            stale.unlink()
-    for name, rows in curves.items():
-        write_rows_csv([{c: row.get(c, "") for c in CURVE_COLUMNS} for row in rows], out_dir / f"{name}.csv")
+    rows = [
+        {c: {**row, "variant": name}.get(c, "") for c in CURVE_COLUMNS} for name, rs in curves.items() for row in rs
+    ]
+    write_rows_csv(rows, path)
 
 
 def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> list[Path]:
