@@ -15,6 +15,8 @@ def test_preset_prints_set_params(capsys, monkeypatch) -> None:
     out = capsys.readouterr().out.split()
     assert out[:2] == ["-S", "download.dataset=utkface"]
     assert "align.landmarks=mtcnn" in out
+    assert "align.size=112" in out, "numbers must print plainly (YAML would add a '...' line)"
+
 
 
 def test_every_preset_names_real_params(monkeypatch) -> None:

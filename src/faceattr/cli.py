@@ -8,6 +8,8 @@ faceattr preset utkface                        `-S key=value` arguments for `dvc
 from __future__ import annotations
 
 import argparse
+import json
+
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -69,7 +71,7 @@ def _preset(args: argparse.Namespace) -> int:
     overrides = yaml.safe_load(path.read_text()) or {}
     parts = []
     for key, value in overrides.items():
-        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        text = value if isinstance(value, str) else json.dumps(value)  # JSON is YAML flow syntax
         parts += ["-S", shlex.quote(f"{key}={text}")]
     print(" ".join(parts))
     return 0
