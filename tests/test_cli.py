@@ -18,7 +18,6 @@ def test_preset_prints_set_params(capsys, monkeypatch) -> None:
     assert "align.size=112" in out, "numbers must print plainly (YAML would add a '...' line)"
 
 
-
 def test_every_preset_names_real_params(monkeypatch) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for preset in (ROOT / "presets").glob("*.yaml"):

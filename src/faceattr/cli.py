@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-
 import subprocess
 import sys
 from collections.abc import Sequence

@@ -183,6 +183,7 @@ class AlignConfig:
     min_probability: float = 0.9
     min_face_size: int = 20
     batch_size: int = 32
+    workers: int = 2
     max_drop_fraction: float = 0.05
 
     def __post_init__(self) -> None:
@@ -234,6 +235,12 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class AccelConfig:
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
 class PretrainIdentityConfig:
     backbone: str = "face_resnet18"
     width: int = 64
@@ -244,6 +251,7 @@ class PretrainIdentityConfig:
     verify_pairs_per_fold: int = 60
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
+    accel: AccelConfig = AccelConfig()
 
 
 TASKS = ("gender", "age", "landmarks")
@@ -260,6 +268,7 @@ class FinetuneConfig:
     )
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
+    accel: AccelConfig = AccelConfig()
 
     def __post_init__(self) -> None:
         if set(self.loss_weights) != set(TASKS):

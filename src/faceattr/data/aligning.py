@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,15 +83,22 @@ def align_dataset(
             kept.append(out)
         batch.clear()
 
-    for i, rel in enumerate(tqdm(records["path"], desc="aligning", unit="img")):
-        try:
-            batch.append((i, load_image(raw_dir / rel)))
-        except FileNotFoundError:
-            dropped.append((rel, "missing_file"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            dropped.append((rel, "unreadable"))
-        if len(batch) >= cfg.batch_size:
-            flush()
+    paths = list(records["path"])
+    chunk = max(cfg.batch_size, 1) * 4  # decoded ahead of the detector, bounded in memory
+    with (
+        ThreadPoolExecutor(max_workers=max(cfg.workers, 1)) as pool,
+        tqdm(total=len(paths), desc="aligning", unit="img") as bar,
+    ):
+        for start in range(0, len(paths), chunk):
+            decoded = pool.map(_load_or_reason, [raw_dir / rel for rel in paths[start : start + chunk]])
+            for i, result in enumerate(decoded, start):
+                if isinstance(result, str):
+                    dropped.append((paths[i], result))
+                else:
+                    batch.append((i, result))
+                if len(batch) >= cfg.batch_size:
+                    flush()
+                bar.update(1)
     flush()
     labels = pd.DataFrame(kept, columns=records.columns).reset_index(drop=True)
     writer.close(labels)
@@ -111,6 +119,16 @@ def align_dataset(
             f"{cfg.max_drop_fraction}); reasons {counts['dropped_by_reason']}, list in {dropped_csv}"
         )
     return counts
+
+
+def _load_or_reason(path: Path) -> Image.Image | str:
+    """The decoded image, or why it cannot be used (runs in decode threads: PIL frees the GIL)."""
+    try:
+        return load_image(path)
+    except FileNotFoundError:
+        return "missing_file"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return "unreadable"
 
 
 def _provided_points(row: pd.Series, columns: list[str]) -> np.ndarray | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,11 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
     )
 
 
+def for_device(data: FaceTensors, device: torch.device) -> FaceTensors:
+    """Pin the images in page-locked memory when they will be copied to a GPU (async copies)."""
+    return replace(data, images=data.images.pin_memory()) if device.type == "cuda" else data
+
+
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
     """Shuffled (with a generator) or ordered (without) index batches covering all ``n`` rows."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
@@ -86,38 +91,61 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
 
 
 def to_input(
-    images: torch.Tensor, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+    images: torch.Tensor,
+    device: torch.device,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """uint8 NCHW on the host -> float on ``device``, normalised per channel."""
+    """uint8 NCHW on the host -> float on ``device``, normalised per channel (NHWC if asked)."""
     x = images.to(device, non_blocking=True).float().div_(255)
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    return (x - m) / s
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def sample_augment(
+    n: int, cfg: AugmentConfig, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random forward maps for a batch: linear part (n, 2, 2), shift (n, 2) and flip (n,).
+
+    They act in ``affine_grid``'s normalised coordinates, where a crop-pixel coordinate ``p``
+    (pixel ``i`` spans [i, i+1]) maps to ``u = 2p/S - 1`` (``align_corners=False``), as
+    ``u_out = fwd @ u_in + shift``.
+    """
+
+    def uniform(bound: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=generator.device) * 2 - 1).mul_(bound).to(device)
+
+    angle = uniform(math.radians(cfg.max_rotation))
+    scale = 1 + uniform(cfg.max_scale)
+    shift = torch.stack([uniform(2 * cfg.max_shift), uniform(2 * cfg.max_shift)], 1)
+    flip = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(device) & cfg.flip
+    sx = torch.where(flip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    fwd = torch.stack([torch.stack([cos * sx, -sin], 1), torch.stack([sin * sx, cos], 1)], 1)
+    return fwd, shift, flip
 
 
 def augment(
     x: torch.Tensor, landmarks: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flip, rotation, scale and shift for a whole batch at once, landmarks moved along.
+    """Random flip, rotation, scale and shift for a whole batch at once, landmarks moved along."""
+    return apply_augment(x, landmarks, *sample_augment(len(x), cfg, generator, x.device))
 
-    Works in ``affine_grid``'s normalised coordinates, where a crop-pixel coordinate ``p`` (pixel
-    ``i`` spans [i, i+1]) maps to ``u = 2p/S - 1`` with ``align_corners=False``.
+
+def apply_augment(
+    x: torch.Tensor, landmarks: torch.Tensor, fwd: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp a batch by ``u_out = fwd @ u_in + shift`` with one ``grid_sample``; move the landmarks.
+
+    After a flip the points are reordered, so the left eye stays the image's left eye.
     """
-    n, _, size, _ = x.shape
-    dev = x.device
-
-    def uniform(bound: float) -> torch.Tensor:
-        return (torch.rand(n, generator=generator, device=generator.device) * 2 - 1).mul_(bound).to(dev)
-
-    angle = uniform(math.radians(cfg.max_rotation))
-    scale = 1 + uniform(cfg.max_scale)
-    shift = torch.stack([uniform(2 * cfg.max_shift), uniform(2 * cfg.max_shift)], 1)
-    flip = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(dev) & cfg.flip
-    sx = torch.where(flip, -1.0, 1.0)
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    fwd = torch.stack([torch.stack([cos * sx, -sin], 1), torch.stack([sin * sx, cos], 1)], 1)  # (n,2,2)
+    size = x.shape[-1]
     inv = torch.linalg.inv(fwd)
     theta = torch.cat([inv, -(inv @ shift.unsqueeze(2))], 2)
+
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     u = landmarks * (2 / size) - 1

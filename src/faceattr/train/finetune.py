@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from faceattr.config import AugmentConfig, FinetuneConfig, OptimConfig, to_dict
 from faceattr.data.align import template
@@ -22,10 +23,11 @@ from faceattr.train.data import (
     LabelCodec,
     augment,
     batch_indices,
+    for_device,
     load_split,
     to_input,
 )
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
 from faceattr.train.losses import multitask_loss
 from faceattr.variants import Variant
 
@@ -83,10 +85,11 @@ class Batches:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     device: torch.device
+    channels_last: bool = False
 
 
 def train_one_epoch(
-    model: MultiTaskModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     b: Batches,
     optim: OptimConfig,
@@ -108,7 +111,9 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
         x = to_input(b.data.images[idx], b.device, b.mean, b.std)
-        x, lm = augment(x, b.data.landmarks[idx].to(b.device), aug, generator)
+        x, lm = augment(x, b.data.landmarks[idx].to(b.device, non_blocking=True), aug, generator)
+        if b.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         targets = b.codec.encode(b.data.gender[idx].to(b.device), b.data.age[idx].to(b.device), lm)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
             outputs = model(x)
@@ -123,12 +128,12 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: MultiTaskModel, b: Batches, batch_size: int, cs_threshold: float = 5.0) -> dict[str, float]:
+def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float = 5.0) -> dict[str, float]:
     """Metrics of ``model`` on a split (gender accuracy, age MAE and CS@k, landmark NME)."""
     model.eval()
     sums = MetricSums(b.device, cs_threshold)
     for idx in batch_indices(len(b.data), batch_size, None):
-        x = to_input(b.data.images[idx], b.device, b.mean, b.std)
+        x = to_input(b.data.images[idx], b.device, b.mean, b.std, b.channels_last)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
             pred = b.codec.decode(model(x))
         true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
@@ -153,9 +158,10 @@ def finetune(
     train, val = load_split(store, split_file, ("train",)), load_split(store, split_file, ("val",))
     codec = LabelCodec.fit(train)
     model, trunk_meta = build_model(variant, cfg, train.size, identity_checkpoint)
-    model.to(device)
+    net = prepare(model, device, cfg.accel)  # what we call; ``model`` is what we optimise and save
     mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
-    tb, vb = (Batches(d, codec, mean, std, device) for d in (train, val))
+    nhwc = device.type == "cuda" and cfg.accel.channels_last
+    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, nhwc) for d in (train, val))
     optimizer = make_optimizer(model, cfg.optim)
     init = identity_checkpoint if variant.pretraining == "identity" else None
     key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init, code_fingerprint())
@@ -164,9 +170,9 @@ def finetune(
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
         train_epoch=lambda e: train_one_epoch(
-            model, optimizer, tb, cfg.optim, cfg.augment, dict(cfg.loss_weights), e, seed
+            net, optimizer, tb, cfg.optim, cfg.augment, dict(cfg.loss_weights), e, seed
         ),
-        validate=lambda: {f"val_{k}": v for k, v in evaluate(model, vb, EVAL_BATCH_SIZE).items()},
+        validate=lambda: {f"val_{k}": v for k, v in evaluate(net, vb, EVAL_BATCH_SIZE).items()},
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from faceattr.config import OptimConfig
+from faceattr.config import AccelConfig, OptimConfig
 from faceattr.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,18 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> f
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW, as in the first paper (lr 1e-4, weight decay 1e-4 by default)."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Module:
+    """Move ``model`` to ``device`` (channels_last on CUDA) and return the module to call.
+
+    With ``accel.compile`` that is ``torch.compile(model)``, which shares its parameters with
+    ``model``: optimise and save ``model`` itself, call the returned module.
+    """
+    model.to(device)
+    if device.type == "cuda" and accel.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if accel.compile else model
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:

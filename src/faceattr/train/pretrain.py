@@ -21,9 +21,9 @@ from faceattr.data.align import template
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import ArcFaceHead
-from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, load_split, to_input
+from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, for_device, load_split, to_input
 from faceattr.train.finetune import EVAL_BATCH_SIZE
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
 
 log = logging.getLogger(__name__)
 MEAN, STD = NORMALISATION["default"]
@@ -96,7 +96,9 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
         x = to_input(data.images[idx], device, MEAN, STD)
-        x, _ = augment(x, data.landmarks[idx].to(device), cfg.augment, generator)
+        x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
+        if device.type == "cuda" and cfg.accel.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = head(trunk(x).float(), labels)
@@ -125,17 +127,18 @@ def pretrain_identity(
     train = load_split(store, split_file, ("pretrain",))
     held = load_split(store, split_file, ("verify",))
     pairs = make_pairs(held.identity.numpy(), cfg.verify_folds, cfg.verify_pairs_per_fold, seed)
+    train = for_device(train, device)
     trunk = create_backbone(cfg.backbone, input_size=train.size, embedding_size=cfg.embedding_size, width=cfg.width)
-    head = ArcFaceHead(cfg.embedding_size, len(train.identity_names), cfg.margin_s, cfg.margin_m)
-    trunk.to(device), head.to(device)
+    head = ArcFaceHead(cfg.embedding_size, len(train.identity_names), cfg.margin_s, cfg.margin_m).to(device)
+    net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
     key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
-        train_epoch=lambda e: train_one_epoch(trunk, head, optimizer, train, cfg, e, seed, device),
-        validate=lambda: verify(trunk, held, pairs, device),
+        train_epoch=lambda e: train_one_epoch(net, head, optimizer, train, cfg, e, seed, device),
+        validate=lambda: verify(net, held, pairs, device),
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
