@@ -58,19 +58,7 @@ def _write_inputs(raw, face: Image.Image) -> dict[str, str]:
 
 
 def _manifest(paths) -> pd.DataFrame:
-    rows = [
-        {
-            "path": p,
-            "identity": None,
-            "age": None,
-            "gender": None,
-            "race": None,
-            "partition": None,
-            "sha256": None,
-            **dict.fromkeys(manifest.LANDMARK_COLUMNS),
-        }
-        for p in paths
-    ]
+    rows = [manifest.empty_record(p) for p in paths]
     return pd.DataFrame(rows)
 
 

@@ -31,6 +31,8 @@ PAPER_TABLE2 = {
 }
 PRETRAINING_LABEL = {"identity": "identity (this run's pretrain_identity)", "none": "none", "imagenet": "ImageNet"}
 ALL_TASKS = ("gender", "age", "landmarks")
+METRIC_HEADER = ("Gender acc. %", "Age MAE", "CS@5 %", "Landmark NME")  # the columns of _row
+PAPER_HEADER = ("Paper gender %", "Paper age MAE")
 
 
 def _fmt(value: float | None, decimals: int, percent: bool = False) -> str:
@@ -67,17 +69,7 @@ def table1(ev: Mapping[str, Any], d: int) -> str:
     for (backbone, pre), (p_g, p_a) in PAPER_TABLE1.items():
         name = _variant(backbone, pre, ALL_TASKS)
         rows.append([backbone, PRETRAINING_LABEL[pre], *_row(ev, name, d), f"{p_g:.2f}", f"{p_a:.3f}"])
-    header = [
-        "Architecture",
-        "Pretraining",
-        "Gender acc. %",
-        "Age MAE",
-        "CS@5 %",
-        "Landmark NME",
-        "Paper gender %",
-        "Paper age MAE",
-    ]
-    return _table(header, rows)
+    return _table(["Architecture", "Pretraining", *METRIC_HEADER, *PAPER_HEADER], rows)
 
 
 def table2(ev: Mapping[str, Any], d: int) -> str:
@@ -93,18 +85,7 @@ def table2(ev: Mapping[str, Any], d: int) -> str:
         marks = ["✓" if t in tasks else "" for t in ALL_TASKS]
         ours = _row(ev, _variant("face_resnet18", "identity", tasks), d)
         rows.append([*marks, *ours, _fmt(p_g, 2), _fmt(p_a, 3)])
-    header = [
-        "Gender",
-        "Age",
-        "Landmark",
-        "Gender acc. %",
-        "Age MAE",
-        "CS@5 %",
-        "Landmark NME",
-        "Paper gender %",
-        "Paper age MAE",
-    ]
-    return _table(header, rows)
+    return _table(["Gender", "Age", "Landmark", *METRIC_HEADER, *PAPER_HEADER], rows)
 
 
 def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
@@ -222,7 +203,7 @@ def build_report(
         "## All variants (test)",
         "",
         _table(
-            ["Variant", "Gender acc. %", "Age MAE", "CS@5 %", "Landmark NME"],
+            ["Variant", *METRIC_HEADER],
             [[name, *_row(evaluation, name, d)] for name in evaluation["variants"]],
         ),
         "",

@@ -43,15 +43,8 @@ def _synthetic(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     for k, face in enumerate(tqdm(faces, total=total, desc="rendering synthetic faces", unit="img")):
         rel = f"images/{face.identity}_{k:06d}.jpg"
         face.image.save(out / rel, quality=92)
-        row = {
-            "path": rel,
-            "identity": face.identity,
-            "age": float(face.age),
-            "gender": face.gender,
-            "race": None,
-            "partition": None,
-            "sha256": None,
-        }
+        row = manifest.empty_record(rel)
+        row.update(identity=face.identity, age=float(face.age), gender=face.gender)
         row.update({c: float(v) for c, v in zip(manifest.LANDMARK_COLUMNS, face.landmarks.ravel(), strict=True)})
         row.update({f"attr_{a}": face.attributes[a] for a in ATTRIBUTES})
         rows.append(row)

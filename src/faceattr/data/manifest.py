@@ -28,6 +28,20 @@ _DTYPES = {
 }
 
 
+def empty_record(path: str) -> dict[str, object]:
+    """A manifest row for ``path`` with every label null, for a source to fill in."""
+    return {
+        "path": path,
+        "identity": None,
+        "age": None,
+        "gender": None,
+        "race": None,
+        "partition": None,
+        "sha256": None,
+        **dict.fromkeys(LANDMARK_COLUMNS),
+    }
+
+
 class ManifestError(ValueError):
     """A manifest that does not follow the schema."""
 

@@ -27,19 +27,6 @@ UTKFACE_RACES = ("white", "black", "asian", "indian", "others")
 CELEBA_PARTITIONS = {0: "train", 1: "val", 2: "test"}
 
 
-def _empty_row(path: str) -> dict:
-    return {
-        "path": path,
-        "identity": None,
-        "age": None,
-        "gender": None,
-        "race": None,
-        "partition": None,
-        "sha256": None,
-        **{c: None for c in manifest.LANDMARK_COLUMNS},
-    }
-
-
 def utkface(root: Path, duplicates: str, age_range: tuple[float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """UTKFace "Aligned & Cropped": labels from ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``.
 
@@ -58,7 +45,7 @@ def utkface(root: Path, duplicates: str, age_range: tuple[float, float]) -> tupl
         if m is None or int(m["gender"]) not in (0, 1):
             dropped.append((rel, "unparseable_name"))
             continue
-        row = _empty_row(rel)
+        row = manifest.empty_record(rel)
         row.update(
             age=float(m["age"]),
             gender=int(m["gender"]),
@@ -138,7 +125,7 @@ def celeba(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if f.name not in identity.index or f.name not in attributes.index:
             dropped.append((rel, "no_labels"))
             continue
-        row = _empty_row(rel)
+        row = manifest.empty_record(rel)
         attrs = attributes.loc[f.name]
         row.update(
             identity=str(identity[f.name]),
@@ -169,7 +156,7 @@ def agedb(root: Path, age_range: tuple[float, float]) -> tuple[pd.DataFrame, pd.
         if m is None:
             dropped.append((rel, "unparseable_name"))
             continue
-        row = _empty_row(rel)
+        row = manifest.empty_record(rel)
         row.update(identity=m["name"], age=float(m["age"]), gender=0 if m["gender"].lower() == "m" else 1)
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -188,7 +175,7 @@ def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if len(rel.parts) < 2:
             dropped.append((rel.as_posix(), "not_in_identity_folder"))
             continue
-        row = _empty_row(rel.as_posix())
+        row = manifest.empty_record(rel.as_posix())
         row["identity"] = rel.parts[-2]
         rows.append(row)
     if not rows:
