@@ -9,6 +9,7 @@ from pathlib import Path
 
 from faceattr.config import BaseConfig, FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
+from faceattr.distributed import init_distributed
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seed": seed,
     }
     params.pop("variants")
+    info = init_distributed()  # one process unless started by torchrun
     with tracked_run("finetune_multitask", params, variant=variant.name) as tracker:
         model, meta, history = finetune(
             variant,
@@ -54,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             resume_path=Path(args.resume),
             on_epoch=lambda row: tracker.log_curve([row]),
         )
+        if not info.main:  # under torchrun only rank 0 writes
+            return
         save_checkpoint(args.out, model.state_dict(), meta)
         final = {k: v for k, v in history[-1].items() if k != "epoch"}
         write_json(final, args.metrics)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from faceattr.config import BaseConfig, PretrainIdentityConfig, load_section, to_dict
 from faceattr.device import pick_device
+from faceattr.distributed import init_distributed
 from faceattr.io import write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     cfg = load_section(args.params, "pretrain_identity", PretrainIdentityConfig)
     seed = load_section(args.params, "base", BaseConfig).seed
+    info = init_distributed()  # one process unless started by torchrun
     with tracked_run("pretrain_identity", {**to_dict(cfg), "seed": seed}) as tracker:
         trunk, meta, history = pretrain_identity(
             cfg,
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             resume_path=Path(args.resume),
             on_epoch=lambda row: tracker.log_curve([row]),
         )
+        if not info.main:  # under torchrun only rank 0 writes
+            return
         final = {k: v for k, v in history[-1].items() if k != "epoch"}
         metrics = {**final, "identities": meta["identities"], "verify_pairs": meta["verify_pairs"]}
         save_checkpoint(args.out, trunk.state_dict(), meta)

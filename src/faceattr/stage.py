@@ -27,8 +27,12 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
 
     Set ``FACEATTR_DEBUG=1`` to see the full traceback of a user error.
     """
+    from faceattr.distributed import current
+
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=logging.INFO if current().main else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     warnings.filterwarnings("ignore", module="mlflow")
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from faceattr.config import flatten
+from faceattr.distributed import current
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "faceattr"
@@ -28,7 +29,9 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def enabled() -> bool:
-    """Whether runs are recorded (``FACEATTR_TRACKING=off`` turns it off, e.g. in tests)."""
+    """Whether runs are recorded: not with ``FACEATTR_TRACKING=off`` (tests), nor on torchrun ranks > 0."""
+    if current().rank != 0:
+        return False
     return os.environ.get("FACEATTR_TRACKING", "on").lower() not in ("off", "0", "false", "no")
 
 

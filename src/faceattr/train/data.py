@@ -21,6 +21,7 @@ from faceattr.config import AugmentConfig
 from faceattr.data.align import template
 from faceattr.data.manifest import LANDMARK_COLUMNS
 from faceattr.data.packed import read_store
+from faceattr.distributed import current, shard
 
 FLIP_ORDER = [1, 0, 2, 4, 3]  # after a horizontal flip the left eye becomes the right eye, etc.
 # Input normalisation per pretraining: insightface trunks expect [-1, 1], ImageNet weights their own.
@@ -85,8 +86,14 @@ def for_device(data: FaceTensors, device: torch.device) -> FaceTensors:
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Shuffled (with a generator) or ordered (without) index batches covering all ``n`` rows."""
+    """Shuffled (with a generator) or ordered (without) index batches covering all ``n`` rows.
+
+    Shuffled batches under torchrun are this process's shard of the epoch's order (the same
+    order on every rank, since the generator is seeded alike): disjoint across ranks.
+    """
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if generator is not None:
+        order = shard(order, current())
     yield from order.split(batch_size)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from faceattr.config import AccelConfig, OptimConfig
+from faceattr.distributed import current, wrap
 from faceattr.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,17 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Module:
     """Move ``model`` to ``device`` (channels_last on CUDA) and return the module to call.
 
-    With ``accel.compile`` that is ``torch.compile(model)``, which shares its parameters with
-    ``model``: optimise and save ``model`` itself, call the returned module.
+    With ``accel.compile`` that is ``torch.compile(model)``, and under torchrun it is wrapped in
+    DistributedDataParallel; both share their parameters with ``model``: optimise and save
+    ``model`` itself, call the returned module. On GPUs under torchrun BatchNorm is synchronised.
     """
+    if device.type == "cuda" and current().world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if device.type == "cuda" and accel.channels_last:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if accel.compile else model
+    net = wrap(model, current(), device)  # DistributedDataParallel under torchrun
+    return torch.compile(net) if accel.compile else net
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:
@@ -115,7 +120,7 @@ def fit(
     for epoch in range(start, epochs):
         row = {"epoch": float(epoch + 1), **train_epoch(epoch), **validate()}
         history.append(row)
-        if resume_path is not None:
+        if resume_path is not None and current().main:  # one writer under torchrun
             state = {
                 "key": resume_key,
                 "epoch": epoch + 1,

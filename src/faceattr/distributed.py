@@ -1,0 +1,61 @@
+"""Several processes, one training: torchrun + DistributedDataParallel over the packed store.
+
+``torchrun --nproc_per_node N stages/finetune_multitask.py ...`` starts N processes with RANK,
+WORLD_SIZE and LOCAL_RANK set. Each takes a disjoint shard of every epoch's shuffled order,
+DDP averages the gradients, and only rank 0 writes outputs, resume states and MLflow runs.
+Without those variables everything runs in one process, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes outputs, logs and tracks."""
+        return self.rank == 0
+
+
+def current() -> DistInfo:
+    """This process's place, from torchrun's environment variables (one process without them)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group when started by torchrun (NCCL on GPUs, gloo on CPUs)."""
+    info = current()
+    if info.world > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(info.local_rank)
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return info
+
+
+def shard(order: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's share of a global order: equal sizes on all ranks (the remainder is dropped)."""
+    if info.world == 1:
+        return order
+    usable = len(order) // info.world * info.world
+    return order[:usable][info.rank :: info.world]
+
+
+def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around ``model`` when there are several processes."""
+    if info.world == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
