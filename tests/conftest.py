@@ -147,6 +147,26 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
     return p
 
 
+def training_argv(pipeline: dict[str, Path], params: Path, tmp: Path) -> list[str]:
+    """Arguments every training stage takes, reading the tiny pipeline and writing into ``tmp``."""
+    return [
+        "--params",
+        str(params),
+        "--store",
+        str(pipeline["aligned"]),
+        "--split",
+        str(pipeline["split.csv"]),
+        "--out",
+        str(tmp / "o.pt"),
+        "--resume",
+        str(tmp / "r.pt"),
+        "--metrics",
+        str(tmp / "m.json"),
+        "--curve",
+        str(tmp / "c.csv"),
+    ]
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("pipeline")

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from faceattr.distributed import DistInfo, shard, wrap
 from faceattr.models.backbones import create_backbone
 
-from .conftest import ROOT, TINY_VARIANTS
+from .conftest import ROOT, TINY_VARIANTS, training_argv
 
 
 def test_shards_are_disjoint_equal_and_cover_the_order() -> None:
@@ -61,7 +61,7 @@ def test_two_process_gradients_equal_one_process(tmp_path) -> None:
 )
 def test_torchrun_finetune_stage_on_two_cpu_processes(pipeline, tmp_path) -> None:
     variant = TINY_VARIANTS[1]
-    out = tmp_path / "model.pt"
+    out = tmp_path / "o.pt"
     env = {**os.environ, "FACEATTR_TRACKING": "off", "FACEATTR_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -72,24 +72,11 @@ def test_torchrun_finetune_stage_on_two_cpu_processes(pipeline, tmp_path) -> Non
         "--master_port",
         "29517",
         str(ROOT / "stages" / "finetune_multitask.py"),
-        "--params",
-        str(pipeline["params"]),
         "--variant",
         variant,
-        "--store",
-        str(pipeline["aligned"]),
-        "--split",
-        str(pipeline["split.csv"]),
         "--identity",
         "unused.pt",
-        "--out",
-        str(out),
-        "--resume",
-        str(tmp_path / "r.pt"),
-        "--metrics",
-        str(tmp_path / "m.json"),
-        "--curve",
-        str(tmp_path / "c.csv"),
+        *training_argv(pipeline, pipeline["params"], tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

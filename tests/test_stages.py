@@ -16,7 +16,7 @@ from faceattr.models.checkpoint import load_checkpoint
 from faceattr.train.finetune import finetune
 from faceattr.variants import parse_variant
 
-from .conftest import ROOT, TINY_VARIANTS, load_stage, run_pipeline, tiny_params
+from .conftest import ROOT, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
 
 
 def test_pipeline_writes_every_declared_output(pipeline) -> None:
@@ -124,22 +124,7 @@ def test_bad_model_params(pipeline, tmp_path, section, key, value, message) -> N
     params[section][key] = value
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(params))
-    common = [
-        "--params",
-        str(path),
-        "--store",
-        str(pipeline["aligned"]),
-        "--split",
-        str(pipeline["split.csv"]),
-        "--out",
-        str(tmp_path / "o.pt"),
-        "--resume",
-        str(tmp_path / "r.pt"),
-        "--metrics",
-        str(tmp_path / "m.json"),
-        "--curve",
-        str(tmp_path / "c.csv"),
-    ]
+    common = training_argv(pipeline, path, tmp_path)
     with pytest.raises(ValueError, match=message):
         if section == "pretrain_identity":
             load_stage("pretrain_identity").main(common)
