@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed = load_section(args.params, "base", BaseConfig).seed
     with tracked_run("split", to_dict(cfg)) as tracker:
         labels = read(args.labels)
-        pools = split_pools(labels, cfg.fractions, seed, cfg.protocol, cfg.stratify)
+        pools = split_pools(labels, cfg.fractions, seed, cfg.protocol, cfg.stratify, cfg.file)
 
         with atomic_path(args.out) as tmp:
             pd.DataFrame({"index": range(len(labels)), "path": labels["path"], "split": pools}).to_csv(tmp, index=False)

@@ -107,3 +107,28 @@ def test_official_protocol_keeps_val_and_test_partitions() -> None:
 
     with pytest.raises(ValueError, match="spans several official partitions"):
         split_pools(labels, FRACTIONS, seed=0, protocol="official", stratify=True)
+
+
+def test_published_split_file_protocol(tmp_path) -> None:
+    from faceattr.data.split import split_pools
+
+    labels = pd.DataFrame(
+        {
+            "path": [f"UTKFace/{i}.jpg" for i in range(40)],
+            "identity": [None] * 40,
+            "sha256": [f"h{i}" for i in range(40)],
+            "gender": [i % 2 for i in range(40)],
+            "age": [30.0] * 40,
+            "partition": [None] * 40,
+        }
+    )
+    rows = [(f"{i}.jpg", "test" if i < 10 else "train") for i in range(38)]  # 38, 39 not named
+    (tmp_path / "split.csv").write_text("path,split\n" + "\n".join(f"{p},{s}" for p, s in rows) + "\n")
+    pools = split_pools(labels, FRACTIONS, 0, "file", True, str(tmp_path / "split.csv"))
+    assert (pools[:10] == "test").all() and list(pools[38:]) == ["excluded", "excluded"]
+    assert set(pools[10:38]) == {"pretrain", "verify", "train"}
+    (tmp_path / "bad.csv").write_text("path,split\n0.jpg,holdout\n")
+    import pytest
+
+    with pytest.raises(ValueError, match="path,split"):
+        split_pools(labels, FRACTIONS, 0, "file", True, str(tmp_path / "bad.csv"))

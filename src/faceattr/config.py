@@ -198,7 +198,9 @@ SPLIT_POOLS = ("pretrain", "verify", "train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    protocol: Literal["identity", "official"] = "identity"
+    protocol: Literal["identity", "official", "file"] = "identity"
+    file: str = ""
+
     stratify: bool = True
 
     fractions: dict[str, float] = dataclasses.field(

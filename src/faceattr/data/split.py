@@ -9,6 +9,7 @@ else stand alone. The assignment depends only on the seed and the set of groups.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,25 +68,56 @@ def assign_pools(
     return keys.map(pool_of).astype("string")
 
 
-def split_pools(
-    labels: pd.DataFrame, fractions: Mapping[str, float], seed: int, protocol: str, stratify: bool
-) -> pd.Series:
-    """The split stage's rule: identity-disjoint pools, or the official partition for val/test.
+def read_split_file(path: str | Path, labels: pd.DataFrame) -> pd.Series:
+    """A published split (CORAL's, MiVOLO's, ...) as ``path,split`` rows -> train/val/test per record.
+
+    ``path`` may be the file name or its relative path; records the file does not name get
+    ``excluded`` (counted in the split metrics, never silently dropped).
 
     Raises:
-        ValueError: for ``official`` when records lack a partition, or a group spans partitions.
+        FileNotFoundError, ValueError: a missing file, or splits other than train/val/test.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file '{path}' not found (split.file)")
+    table = pd.read_csv(path, dtype=str)
+    if not {"path", "split"} <= set(table.columns) or not table["split"].isin(list(OFFICIAL_POOLS)).all():
+        raise ValueError(f"'{path}' needs columns path,split with split in {list(OFFICIAL_POOLS)}")
+    by_name = dict(zip(table["path"].map(lambda p: Path(p).name), table["split"], strict=True))
+    return labels["path"].map(lambda p: by_name.get(Path(p).name, "excluded")).astype("string")
+
+
+def split_pools(
+    labels: pd.DataFrame,
+    fractions: Mapping[str, float],
+    seed: int,
+    protocol: str,
+    stratify: bool,
+    split_file: str = "",
+) -> pd.Series:
+    """The split stage's rule: identity-disjoint pools, or a given partition for val/test.
+
+    ``official`` takes the data set's own partition, ``file`` a published split file; either
+    way the given train part is split into pretrain/verify/train by the relative fractions.
+
+    Raises:
+        ValueError: when records lack a partition, or a group spans partitions.
     """
     keys = group_keys(labels)
     stratum = strata(labels, keys) if stratify else None
     if protocol == "identity":
         return assign_pools(keys, fractions, seed, stratum)
-    if protocol != "official":
-        raise ValueError(f"unknown split protocol '{protocol}'; choose from ['identity', 'official']")
-    partition = labels["partition"].astype("string")
-    if partition.isna().any() or not partition.isin(list(OFFICIAL_POOLS)).all():
-        raise ValueError("split.protocol 'official' needs a train/val/test partition on every record")
-    if (pd.DataFrame({"k": keys, "p": partition}).groupby("k")["p"].nunique() > 1).any():
-        raise ValueError("an identity spans several official partitions: use split.protocol 'identity'")
+    if protocol == "official":
+        partition = labels["partition"].astype("string")
+        if partition.isna().any() or not partition.isin(list(OFFICIAL_POOLS)).all():
+            raise ValueError("split.protocol 'official' needs a train/val/test partition on every record")
+    elif protocol == "file":
+        partition = read_split_file(split_file, labels)
+    else:
+        raise ValueError(f"unknown split protocol '{protocol}'; choose from ['file', 'identity', 'official']")
+    given = partition != "excluded"
+    if (pd.DataFrame({"k": keys[given], "p": partition[given]}).groupby("k")["p"].nunique() > 1).any():
+        raise ValueError(f"an identity or duplicate group spans several {protocol} partitions")
     pools = partition.copy()
     train = partition == "train"
     sub = {p: fractions[p] for p in OFFICIAL_POOLS["train"]}
