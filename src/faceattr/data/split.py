@@ -68,7 +68,7 @@ def assign_pools(
     return keys.map(pool_of).astype("string")
 
 
-def read_split_file(path: str | Path, labels: pd.DataFrame) -> pd.Series:
+def read_published_split(path: str | Path, labels: pd.DataFrame) -> pd.Series:
     """A published split (CORAL's, MiVOLO's, ...) as ``path,split`` rows -> train/val/test per record.
 
     ``path`` may be the file name or its relative path; records the file does not name get
@@ -112,7 +112,7 @@ def split_pools(
         if partition.isna().any() or not partition.isin(list(OFFICIAL_POOLS)).all():
             raise ValueError("split.protocol 'official' needs a train/val/test partition on every record")
     elif protocol == "file":
-        partition = read_split_file(split_file, labels)
+        partition = read_published_split(split_file, labels)
     else:
         raise ValueError(f"unknown split protocol '{protocol}'; choose from ['file', 'identity', 'official']")
     given = partition != "excluded"
