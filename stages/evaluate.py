@@ -1,4 +1,5 @@
-"""evaluate stage: test and validation metrics of every variant, keyed by variant and split."""
+"""evaluate stage: every run's test predictions, per-variant statistics over seeds (mean ± std,
+bootstrap CIs), paired comparisons, ensembles and data-efficiency points."""
 
 from __future__ import annotations
 
@@ -18,20 +19,45 @@ log = logging.getLogger("faceattr.stages.evaluate")
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--models", required=True, help="folder with <variant>/model.pt")
+    p.add_argument("--models", required=True, help="folder with <variant>-s<seed>/model.pt")
     p.add_argument("--store", required=True, help="packed aligned-face store")
     p.add_argument("--split", required=True, help="split CSV")
     p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--predictions", required=True, help="folder for per-run test predictions and figures")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
-    variants = load_section(args.params, "finetune_multitask", FinetuneConfig).variants
+    ft = load_section(args.params, "finetune_multitask", FinetuneConfig)
     with tracked_run("evaluate", to_dict(cfg)) as tracker:
-        results = evaluate_variants(variants, Path(args.models), Path(args.store), Path(args.split), cfg, pick_device())
+        results = evaluate_variants(
+            ft.variants,
+            ft.seeds,
+            Path(args.models),
+            Path(args.store),
+            Path(args.split),
+            cfg,
+            ft.age_head.group_edges,
+            pick_device(),
+            Path(args.predictions),
+        )
         write_json(results, args.out)
-        tracker.log_metrics(results)
-        for name, by_split in results["variants"].items():  # test metrics join the variant's own run
+        summary = {
+            name: {m: {k: s[k] for k in ("mean", "std", "ci_low", "ci_high")} for m, s in st.items() if "mean" in s}
+            for name, st in results["variants"].items()
+            if st["status"] == "ok"
+        }
+        tracker.log_metrics({"images": results["images"], "baseline": results["baseline"], "variants": summary})
+
+        for name, by_split in results["runs"].items():  # test metrics join the run's own MLflow run
             find_variant_run(name).log_metrics({f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()})
-    log.info("evaluate: %d variants on %d test images", len(variants), results["images"]["test"])
+    ok = sum(s["status"] == "ok" for s in results["variants"].values())
+    log.info(
+        "evaluate: %d variants (%d not run) × %d seeds on %d test images; %d comparisons",
+        len(results["variants"]),
+        len(results["variants"]) - ok,
+        len(ft.seeds),
+        results["images"]["test"],
+        len(results["comparisons"]),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""finetune_multitask stage: train one variant (backbone × pretraining × task set) of the matrix."""
+"""finetune_multitask stage: train one run of the matrix: a variant (backbone × pretraining × task
+set × age head × options) at one seed."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from faceattr.config import BaseConfig, FinetuneConfig, load_section, to_dict
+from faceattr.config import FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
 from faceattr.distributed import init_distributed
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
-from faceattr.train.finetune import finetune
-from faceattr.variants import parse_variant
+from faceattr.train.finetune import finetune, missing_weights, write_not_run
+from faceattr.variants import parse_variant, run_name
 
 log = logging.getLogger("faceattr.stages.finetune_multitask")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--variant", required=True, help="<backbone>-<pretraining>-<task>+<task>")
+    p.add_argument("--variant", required=True, help="<backbone>-<pretraining>-<task>+<task>[-<option>...]")
+    p.add_argument("--seed", required=True, type=int, help="training seed (one of finetune_multitask.seeds)")
     p.add_argument("--store", required=True, help="packed aligned-face store")
     p.add_argument("--split", required=True, help="split CSV")
     p.add_argument("--identity", required=True, help="pretrain_identity trunk checkpoint")
@@ -32,23 +34,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--curve", required=True, help="per-epoch CSV")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "finetune_multitask", FinetuneConfig)
-    seed = load_section(args.params, "base", BaseConfig).seed
     variant = parse_variant(args.variant)
+    name = run_name(variant.name, args.seed)
     params = {
-        **to_dict(cfg),
+        **{k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")},
         "variant": variant.name,
         "backbone": variant.backbone,
         "pretraining": variant.pretraining,
         "tasks": "+".join(variant.tasks),
-        "seed": seed,
+        "age_head_kind": variant.age_head,
+        "gender_conditioned": variant.gender_conditioned,
+        "uncertainty_weighting": variant.uncertainty_weighting,
+        "train_fraction": variant.fraction,
+        "seed": args.seed,
     }
-    params.pop("variants")
     info = init_distributed()  # one process unless started by torchrun
-    with tracked_run("finetune_multitask", params, variant=variant.name) as tracker:
+    with tracked_run("finetune_multitask", params, variant=name) as tracker:
+        reason = missing_weights(variant, cfg)
+        if reason is not None:  # finetune_multitask.imagenet_missing: not_run
+            log.error("%s not run: %s", name, reason)
+            tracker.set_tags({"faceattr.status": "not run", "faceattr.reason": reason[:5000]})
+            if info.main:
+                write_not_run(reason, Path(args.out), Path(args.resume), Path(args.metrics), Path(args.curve))
+            return
         model, meta, history = finetune(
             variant,
             cfg,
-            seed=seed,
+            seed=args.seed,
             store=Path(args.store),
             split_file=Path(args.split),
             identity_checkpoint=Path(args.identity),
@@ -66,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with atomic_path(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
         tracker.log_artifact(meta_path)
-    log.info("finetune_multitask %s: %s", variant.name, final)
+    log.info("finetune_multitask %s: %s", name, final)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""report stage: Markdown report with the paper's two tables and learning-curve figures."""
+"""report stage: Markdown report with the papers' tables (mean ± std, CIs, significance), the
+data-efficiency figure, breakdowns and learning curves."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from pathlib import Path
 
 from faceattr.config import DownloadConfig, ReportConfig, load_section, to_dict
 from faceattr.io import read_json
-from faceattr.report import build_report, read_curves, write_dvc_curves, write_offline_template
+from faceattr.report import (
+    build_report,
+    mean_curves,
+    read_curves,
+    write_data_efficiency,
+    write_dvc_curves,
+    write_offline_template,
+)
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
 
@@ -23,19 +31,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.add_argument("--figures", required=True, help="folder for PNG figures")
     p.add_argument("--vega-template", required=True, help="offline HTML template for `dvc plots show`")
-    p.add_argument("--dvc-curves", required=True, help="folder of per-variant curves for `dvc plots show`")
+    p.add_argument("--dvc-curves", required=True, help="CSV of seed-averaged curves for `dvc plots show`")
+    p.add_argument("--dvc-efficiency", required=True, help="CSV of data-efficiency points for `dvc plots show`")
+    p.add_argument("--attention", required=True, help="folder of attention-map figures from evaluate")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "report", ReportConfig)
     dataset = load_section(args.params, "download", DownloadConfig).dataset
     with tracked_run("report", to_dict(cfg)) as tracker:
         out = Path(args.out)
         curves = read_curves(Path(args.curves))
+        evaluation = read_json(args.evaluation)
         build_report(
-            read_json(args.evaluation), read_json(args.pretrain), curves, cfg, out, Path(args.figures), dataset
+            evaluation,
+            read_json(args.pretrain),
+            curves,
+            cfg,
+            out,
+            Path(args.figures),
+            dataset,
+            Path(args.attention),
         )
-
         write_offline_template(Path(args.vega_template))
-        write_dvc_curves(curves, Path(args.dvc_curves))
+        write_dvc_curves(mean_curves(curves), Path(args.dvc_curves))
+        write_data_efficiency(evaluation, Path(args.dvc_efficiency))
+
         tracker.log_artifact(out)
         tracker.log_artifact(args.figures, "figures")
     log.info("report: wrote %s", out)

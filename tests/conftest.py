@@ -15,7 +15,15 @@ SHARED = ROOT.parent / "shared" / "datasets"
 os.environ.setdefault("FACEATTR_TRACKING", "off")
 os.environ.setdefault("FACEATTR_DEVICE", "cpu")
 
-TINY_VARIANTS = ["face_resnet18-identity-gender+age+landmarks", "face_resnet18-none-age", "resnet18-none-gender"]
+TINY_VARIANTS = [
+    "face_resnet18-identity-gender+age+landmarks",
+    "face_resnet18-none-gender+age+landmarks",
+    "face_resnet18-identity-age",
+    "resnet18-none-gender",
+    "resnet18-imagenet-gender",
+    "face_resnet18-identity-gender+age+landmarks-frac50",
+]
+TINY_SEEDS = [0, 1]
 
 
 def load_stage(name: str) -> ModuleType:
@@ -37,6 +45,8 @@ def tiny_params(tmp: Path) -> Path:
         params[section]["optim"].update(epochs=2, batch_size=16)
     params["pretrain_identity"].update(verify_folds=2, verify_pairs_per_fold=8)
     params["finetune_multitask"]["variants"] = TINY_VARIANTS
+    params["finetune_multitask"]["seeds"] = TINY_SEEDS
+    params["evaluate"]["bootstrap"] = 200
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -44,7 +54,8 @@ def tiny_params(tmp: Path) -> Path:
 
 def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -> dict[str, Path]:
     """Every stage's ``main(argv)`` in order, as dvc.yaml wires them."""
-    p = {k: tmp / k for k in ("raw", "aligned", "split.csv", "models", "ckpt", "metrics", "plots", "reports")}
+    names = ("raw", "aligned", "split.csv", "models", "ckpt", "metrics", "plots", "reports", "predictions")
+    p = {k: tmp / k for k in names}
     a = ["--params", str(params)]
     load_stage("download").main([*a, "--out", str(p["raw"]), "--metrics", str(p["metrics"] / "download.json")])
     load_stage("align").main(
@@ -90,12 +101,15 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
         ]
     )
     finetune = load_stage("finetune_multitask")
-    for v in variants:
+    for v, seed in ((v, s) for v in variants for s in TINY_SEEDS):
+        run = f"{v}-s{seed}"
         finetune.main(
             [
                 *a,
                 "--variant",
                 v,
+                "--seed",
+                str(seed),
                 "--store",
                 str(p["aligned"]),
                 "--split",
@@ -103,13 +117,13 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
                 "--identity",
                 str(trunk),
                 "--out",
-                str(p["models"] / "finetune" / v / "model.pt"),
+                str(p["models"] / "finetune" / run / "model.pt"),
                 "--resume",
-                str(p["ckpt"] / f"{v}.pt"),
+                str(p["ckpt"] / f"{run}.pt"),
                 "--metrics",
-                str(p["metrics"] / "finetune" / f"{v}.json"),
+                str(p["metrics"] / "finetune" / f"{run}.json"),
                 "--curve",
-                str(p["plots"] / "finetune" / f"{v}.csv"),
+                str(p["plots"] / "finetune" / f"{run}.csv"),
             ]
         )
     load_stage("evaluate").main(
@@ -123,6 +137,8 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["split.csv"]),
             "--out",
             str(p["metrics"] / "evaluate.json"),
+            "--predictions",
+            str(p["predictions"]),
         ]
     )
     load_stage("report").main(
@@ -142,6 +158,10 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["reports"] / "vega_offline.html"),
             "--dvc-curves",
             str(p["plots"] / "curves.csv"),
+            "--dvc-efficiency",
+            str(p["plots"] / "data_efficiency.csv"),
+            "--attention",
+            str(p["predictions"] / "figures"),
         ]
     )
     return p

@@ -92,9 +92,14 @@ def test_dvc_yaml_references_exist_in_params() -> None:
     ("name", "message"),
     [
         ("vgg-none-age", "unknown backbone 'vgg'"),
-        ("resnet18-identity-age", "pretraining 'identity' is not available for resnet18"),
+        ("attn_cnn-imagenet-age", "pretraining 'imagenet' is not available for attn_cnn"),
         ("face_resnet18-none-height", "tasks must be distinct names"),
         ("face_resnet18-none", "must read"),
+        ("face_resnet18-none-gender-dldl", "age options need the age task"),
+        ("face_resnet18-none-age-cond", "'cond' (gender-conditioned age) needs the gender task"),
+        ("face_resnet18-none-age-frac100", "bad or repeated option 'frac100'"),
+        ("face_resnet18-none-age-dldl-group", "bad or repeated option 'group'"),
+        ("face_resnet18-none-age-fast", "options are"),
     ],
 )
 def test_bad_variant_names(name: str, message: str) -> None:
@@ -132,3 +137,22 @@ def test_every_imported_library_module_is_a_dep() -> None:
             assert any(file == d or d in file.parents for d in deps), (
                 f"stage {name} imports {file} but lacks it as a dep"
             )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "face_resnet18-identity-gender+age+landmarks",
+        "attn_cnn-none-gender+age-group-cond",
+        "resnet18-imagenet-age+attributes-dldl-uw-frac25",
+    ],
+)
+def test_variant_names_round_trip(name: str) -> None:
+    assert parse_variant(name).name == name
+
+
+def test_variant_options_parse_in_any_order() -> None:
+    v = parse_variant("face_resnet18-none-age+gender-frac10-uw-cond-dldl")
+    assert v.name == "face_resnet18-none-gender+age-dldl-cond-uw-frac10"
+    assert (v.age_head, v.gender_conditioned, v.uncertainty_weighting, v.fraction) == ("dldl", True, True, 10)
+    assert v.family == "face_resnet18-none-gender+age-dldl-cond-uw"

@@ -74,6 +74,8 @@ def test_torchrun_finetune_stage_on_two_cpu_processes(pipeline, tmp_path) -> Non
         str(ROOT / "stages" / "finetune_multitask.py"),
         "--variant",
         variant,
+        "--seed",
+        "0",
         "--identity",
         "unused.pt",
         *training_argv(pipeline, pipeline["params"], tmp_path),

@@ -1,4 +1,4 @@
-"""Every registered backbone and head: shapes, keys, no NaN; margin head; checkpoints."""
+"""Every registered backbone and head: shapes, keys, no NaN; margin heads; checkpoints."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from faceattr.models.backbones import BACKBONES, create_backbone
 from faceattr.models.checkpoint import load_checkpoint, load_multitask, save_checkpoint
-from faceattr.models.heads import HEAD_OUTPUTS, ArcFaceHead, MultiTaskModel
+from faceattr.models.heads import AGE_HEADS, MARGIN_HEADS, MarginHead, MultiTaskModel
 from faceattr.train.finetune import imagenet_weights_path
+
+ALL_TASKS = ("gender", "age", "landmarks", "attributes")
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -23,60 +25,137 @@ def test_backbone_forward(name: str, size: int) -> None:
 
 
 def test_unknown_backbone_lists_choices() -> None:
-    with pytest.raises(ValueError, match=r"unknown backbone 'resnet99'; choose from \['face_resnet18', 'resnet18'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown backbone 'resnet99'; choose from \['attn_cnn', 'face_resnet18', 'resnet18'\]"
+    ):
         create_backbone("resnet99", input_size=64, embedding_size=8)
 
 
-def test_multitask_heads_return_named_outputs() -> None:
-    model = MultiTaskModel(
-        create_backbone("face_resnet18", input_size=32, embedding_size=16, width=4), tuple(HEAD_OUTPUTS), 16
-    )
+def test_attentional_cnn_exposes_its_attention_maps() -> None:
+    trunk = create_backbone("attn_cnn", input_size=64, embedding_size=16, width=4)
+    maps = trunk.attention(torch.randn(2, 3, 64, 64))
+    assert maps.shape == (2, 1, 4, 4) and ((maps >= 0) & (maps <= 1)).all()
+
+
+def test_resnet_face_stem_keeps_more_resolution_and_loads_imagenet_shapes() -> None:
+    imagenet = create_backbone("resnet18", input_size=112, embedding_size=8)
+    face = create_backbone("resnet18", input_size=112, embedding_size=8, stem="face")
+    face.net.load_state_dict(imagenet.net.state_dict())  # no weight changes shape
+    x = torch.randn(1, 3, 112, 112)
+    body = torch.nn.Sequential(*list(face.net.children())[:-2])
+    assert body(x).shape[-1] == 14 and face(x).shape == (1, 8)
+    with pytest.raises(ValueError, match="unknown resnet stem 'tiny'"):
+        create_backbone("resnet18", input_size=112, embedding_size=8, stem="tiny")
+
+
+@pytest.mark.parametrize("age_head", AGE_HEADS)
+def test_multitask_heads_return_named_outputs(age_head: str) -> None:
+    trunk = create_backbone("face_resnet18", input_size=32, embedding_size=16, width=4)
+    model = MultiTaskModel(trunk, ALL_TASKS, 16, age_head=age_head, max_age=90, group_edges=(10, 30), attributes=4)
     out = model(torch.randn(2, 3, 32, 32))
-    assert {k: tuple(v.shape) for k, v in out.items()} == {"gender": (2, 2), "age": (2,), "landmarks": (2, 10)}
+    age = {"regression": (2,), "dldl": (2, 91), "group": (2, 3)}[age_head]
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    assert shapes == {"gender": (2, 2), "age": age, "landmarks": (2, 10), "attributes": (2, 4)}
     assert all(torch.isfinite(v).all() for v in out.values())
     with pytest.raises(ValueError, match="unknown head 'height'"):
         MultiTaskModel(model.trunk, ("height",), 16)
+    with pytest.raises(ValueError, match="needs both the gender and the age task"):
+        MultiTaskModel(model.trunk, ("age",), 16, gender_conditioned=True)
 
 
-def test_arcface_with_zero_margin_is_scaled_cosine_softmax() -> None:
-    head = ArcFaceHead(8, 5, s=10.0, m=0.0)
-    emb, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
-    cosine = F.normalize(emb) @ F.normalize(head.weight).T
-    torch.testing.assert_close(head(emb, labels), 10 * cosine.clamp(-1 + 1e-7, 1 - 1e-7))
-
-
-def test_arcface_margin_lowers_only_the_target_logit() -> None:
-    head = ArcFaceHead(8, 5, s=1.0, m=0.5)
-    emb, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
-    plain = ArcFaceHead(8, 5, s=1.0, m=0.0)
-    plain.weight = head.weight
-    diff = plain(emb, labels) - head(emb, labels)
-    target = diff.gather(1, labels[:, None]).squeeze(1)
-    assert (target > 0).all()
-    mask = F.one_hot(labels, 5).bool()
-    assert torch.equal(diff[~mask], torch.zeros_like(diff[~mask]))
-    theta = torch.acos(plain(emb, labels).gather(1, labels[:, None]).squeeze(1))
-    expected = torch.where(theta + 0.5 < math.pi, torch.cos(theta + 0.5), torch.cos(theta) - 0.5 * math.sin(0.5))
-    torch.testing.assert_close(head(emb, labels).gather(1, labels[:, None]).squeeze(1), expected)
-
-
-def test_checkpoint_round_trip_is_self_describing(tmp_path) -> None:
+def test_gender_conditioned_age_changes_when_gender_changes() -> None:
+    torch.manual_seed(0)
     trunk = create_backbone("face_resnet18", input_size=32, embedding_size=16, width=4)
-    model = MultiTaskModel(trunk, ("gender", "age"), 16).eval()
-    meta = {
+    model = MultiTaskModel(trunk, ("gender", "age"), 16, gender_conditioned=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        model.heads["age"].weight[0, -1] = 5.0  # the age head's weight on P(female)
+        before = model(x)
+        model.heads["gender"].bias.copy_(torch.tensor([10.0, -10.0]))  # now surely male
+        after = model(x)
+    assert not torch.allclose(before["gender"].softmax(1), after["gender"].softmax(1))
+    assert (before["age"] - after["age"]).abs().min() > 0.01
+    plain = MultiTaskModel(trunk, ("gender", "age"), 16).eval()
+    with torch.no_grad():
+        a = plain(x)["age"]
+        plain.heads["gender"].bias.copy_(torch.tensor([10.0, -10.0]))
+        torch.testing.assert_close(plain(x)["age"], a)  # without conditioning, age ignores gender
+
+
+@pytest.mark.parametrize("kind", MARGIN_HEADS)
+def test_margin_heads_reduce_to_softmax_at_zero_margin(kind: str) -> None:
+    torch.manual_seed(0)
+    head = MarginHead(8, 5, kind=kind, s=10.0, m1=1.0, m2=0.0, m3=0.0)
+    emb, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    cosine = (F.normalize(emb) @ F.normalize(head.weight).T).clamp(-1 + 1e-7, 1 - 1e-7)
+    logits = head(emb, labels)
+    torch.testing.assert_close(logits, 10 * cosine, atol=1e-5, rtol=0)
+    torch.testing.assert_close(F.cross_entropy(logits, labels), F.cross_entropy(10 * cosine, labels), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("m1", "m2", "m3"), [(1.0, 0.5, 0.0), (1.0, 0.0, 0.35), (1.5, 0.0, 0.0), (1.0, 0.3, 0.2)])
+def test_combined_margin_lowers_only_the_target_logit(m1: float, m2: float, m3: float) -> None:
+    torch.manual_seed(1)
+    head = MarginHead(8, 5, s=1.0, m1=m1, m2=m2, m3=m3)
+    plain = MarginHead(8, 5, s=1.0, m1=1.0, m2=0.0, m3=0.0)
+    plain.weight = head.weight
+    emb, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
+    diff = plain(emb, labels) - head(emb, labels)
+    mask = F.one_hot(labels, 5).bool()
+    assert (diff[mask] > 0).all() and torch.equal(diff[~mask], torch.zeros_like(diff[~mask]))
+    theta = torch.acos(plain(emb, labels)[mask])
+    expected = torch.where(
+        m1 * theta + m2 < math.pi, torch.cos(m1 * theta + m2) - m3, torch.cos(theta) - m2 * math.sin(m2) - m3
+    )
+    torch.testing.assert_close(head(emb, labels)[mask], expected)
+
+
+def test_adaface_margin_follows_feature_norm() -> None:
+    """AdaFace: g_ang = -m·n̂, g_add = m·n̂ + m, with n̂ the standardised feature norm clipped to [-1, 1]."""
+    head = MarginHead(4, 3, kind="adaface", s=1.0, m2=0.4, h=1.0).eval()
+    head.norm_mean.fill_(10.0), head.norm_std.fill_(1.0)
+    direction = F.normalize(torch.randn(1, 4))
+    labels = torch.tensor([0])
+    cos = (direction @ F.normalize(head.weight).T).clamp(-1 + 1e-7, 1 - 1e-7)[0, 0]
+    theta = torch.acos(cos)
+    high = head(direction * 20, labels)[0, 0]  # norm 20: n̂ = +1, g_ang = -m, g_add = 2m (CosFace-like)
+    low = head(direction * 1, labels)[0, 0]  # norm 1: n̂ = -1, g_ang = +m, g_add = 0 (ArcFace)
+    torch.testing.assert_close(high, torch.cos((theta - 0.4).clamp(1e-3, math.pi - 1e-3)) - 0.8)
+    torch.testing.assert_close(low, torch.cos((theta + 0.4).clamp(1e-3, math.pi - 1e-3)))
+
+
+def test_unknown_margin_head() -> None:
+    with pytest.raises(ValueError, match="unknown margin head 'sphere'"):
+        MarginHead(4, 3, kind="sphere")
+
+
+def _meta(**extra: object) -> dict:
+    return {
         "backbone": "face_resnet18",
         "width": 4,
         "embedding_size": 16,
+        "stem": "imagenet",
         "input_size": 32,
         "tasks": ["gender", "age"],
+        "age_head": "dldl",
+        "max_age": 50,
+        "group_edges": [10.0, 20.0],
+        "gender_conditioned": True,
+        "attribute_names": [],
         "mean": [0.5] * 3,
         "std": [0.5] * 3,
         "age_mean": 30.0,
         "age_std": 10.0,
+        **extra,
     }
-    save_checkpoint(tmp_path / "m.pt", model.state_dict(), meta)
+
+
+def test_checkpoint_round_trip_is_self_describing(tmp_path) -> None:
+    trunk = create_backbone("face_resnet18", input_size=32, embedding_size=16, width=4)
+    model = MultiTaskModel(trunk, ("gender", "age"), 16, age_head="dldl", max_age=50, gender_conditioned=True).eval()
+    save_checkpoint(tmp_path / "m.pt", model.state_dict(), _meta())
     loaded, loaded_meta = load_multitask(tmp_path / "m.pt")
-    assert loaded_meta == meta
+    assert loaded_meta == _meta()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model(x))
 

@@ -108,5 +108,6 @@ def test_full_pipeline_on_real_celeba_faces(tmp_path) -> None:
     dropped = pd.read_csv(paths["metrics"] / "dropped.csv")
     assert len(dropped) == align["dropped"] and set(dropped["reason"]) <= {"no_face", "low_confidence"}
     ev = json.loads((paths["metrics"] / "evaluate.json").read_text())
-    assert set(ev["variants"]["face_resnet18-none-gender"]["test"]) == {"gender_acc"}
+    assert set(ev["runs"]["face_resnet18-none-gender-s0"]["test"]) == {"gender_acc"}
+    assert ev["variants"]["face_resnet18-none-gender"]["status"] == "ok"
     assert "Table 1" in (paths["reports"] / "report.md").read_text()

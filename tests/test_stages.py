@@ -16,7 +16,7 @@ from faceattr.models.checkpoint import load_checkpoint
 from faceattr.train.finetune import finetune
 from faceattr.variants import parse_variant
 
-from .conftest import ROOT, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
+from .conftest import ROOT, TINY_SEEDS, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
 
 
 def test_pipeline_writes_every_declared_output(pipeline) -> None:
@@ -29,11 +29,38 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     assert 0.0 <= pre["verify_acc"] <= 1.0 and pre["verify_pairs"] == 16
     ev = json.loads((m / "evaluate.json").read_text())
     assert set(ev["variants"]) == set(TINY_VARIANTS)
-    assert set(ev["variants"]["face_resnet18-none-age"]["test"]) == {"age_mae", "age_cs5"}
-    assert set(ev["variants"][TINY_VARIANTS[0]]["test"]) == {"gender_acc", "age_mae", "age_cs5", "landmark_nme"}
+    assert set(ev["runs"]) == {f"{v}-s{s}" for v in TINY_VARIANTS for s in TINY_SEEDS if "imagenet" not in v}
+    assert set(ev["runs"]["face_resnet18-identity-age-s1"]["test"]) == {
+        "age_mae",
+        "age_cs5",
+        "age_group_acc",
+        "age_aabd",
+    }
+    full = ev["variants"][TINY_VARIANTS[0]]
+    assert {"gender_acc", "age_mae", "landmark_nme"} <= set(full)
+    for stat in (full["gender_acc"], full["age_mae"]):  # mean over seeds, inside its bootstrap CI
+        assert len(stat["seeds"]) == len(TINY_SEEDS) and stat["mean"] == pytest.approx(np.mean(stat["seeds"]))
+        assert stat["ci_low"] <= stat["mean"] <= stat["ci_high"] and stat["std"] >= 0
+    not_run = ev["variants"]["resnet18-imagenet-gender"]
+    assert not_run["status"] == "not run" and "never downloads" in not_run["reason"]
+    questions = {(c["a"], c["b"], c["metric"]): c for c in ev["comparisons"]}
+    c = questions[(TINY_VARIANTS[0], "face_resnet18-none-gender+age+landmarks", "age_mae")]
+    assert c["question"] == "identity pretraining vs none" and c["ci_low"] <= c["diff"] <= c["ci_high"]
+    assert c["images"] == ev["images"]["test"] and isinstance(c["significant"], bool)
+    assert (
+        questions[(TINY_VARIANTS[0], "face_resnet18-identity-age", "age_mae")]["question"]
+        == "multi-task vs fewer tasks"
+    )
+    assert questions[("resnet18-imagenet-gender", "resnet18-none-gender", "gender_acc")]["status"] == "not run"
+    curve = ev["data_efficiency"][TINY_VARIANTS[0]]["age_mae"]
+    assert [p["fraction"] for p in curve] == [0.5, 1.0]
+    predictions = (pipeline["predictions"] / f"{TINY_VARIANTS[0]}-s0.csv").read_text().splitlines()
+    assert len(predictions) == 1 + ev["images"]["test"]
     report = (pipeline["reports"] / "report.md").read_text()
-    assert "Table 1" in report and "Table 2" in report and "not run" in report
-    assert (pipeline["reports"] / "figures" / "val_gender_acc.png").is_file()
+    assert "Table 1" in report and "Table 2" in report and "**not run**" in report
+    assert "identity pretraining vs none" in report and "multi-task vs fewer tasks" in report
+    for figure in ("val_gender_acc.png", "data_efficiency.png"):
+        assert (pipeline["reports"] / "figures" / figure).is_file()
 
 
 def test_pretrain_checkpoint_is_trunk_only_and_self_describing(pipeline) -> None:
@@ -44,7 +71,7 @@ def test_pretrain_checkpoint_is_trunk_only_and_self_describing(pipeline) -> None
 
 
 def test_finetuned_variant_starts_from_the_identity_trunk(pipeline) -> None:
-    _, meta = load_checkpoint(pipeline["models"] / "finetune" / TINY_VARIANTS[0] / "model.pt")
+    _, meta = load_checkpoint(pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0" / "model.pt")
     assert meta["pretraining"] == "identity" and meta["tasks"] == ["gender", "age", "landmarks"]
     assert meta["age_std"] > 0 and meta["variant"] == TINY_VARIANTS[0]
 
@@ -129,7 +156,7 @@ def test_bad_model_params(pipeline, tmp_path, section, key, value, message) -> N
         if section == "pretrain_identity":
             load_stage("pretrain_identity").main(common)
         else:
-            load_stage("finetune_multitask").main([*common, "--variant", value[0], "--identity", "x.pt"])
+            load_stage("finetune_multitask").main([*common, "--variant", value[0], "--seed", "0", "--identity", "x.pt"])
 
 
 def test_rerun_from_same_seed_is_identical(pipeline, tmp_path) -> None:
@@ -168,3 +195,72 @@ def test_resume_state_from_other_code_is_ignored(pipeline, tmp_path, monkeypatch
     finetune(variant, cfg, **common)
     state = torch.load(state_path, weights_only=True)
     assert state["key"] != first and state["epoch"] == 2, "other code: trained afresh and the state rewritten"
+
+
+def test_sigkilled_stage_resumes_to_the_uninterrupted_weights(pipeline, tmp_path) -> None:
+    """SIGKILL the fine-tuning stage mid-training, run it again: it resumes from its last
+    checkpoint and ends with exactly the weights of a run that was never interrupted (CPU, fixed
+    seed). The variant uses uncertainty weighting, whose learned log-variances must resume too."""
+    import os
+    import signal
+    import time
+
+    params = yaml.safe_load(pipeline["params"].read_text())
+    params["finetune_multitask"]["optim"]["epochs"] = 30
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "FACEATTR_TRACKING": "off", "FACEATTR_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    identity = str(pipeline["models"] / "pretrain_identity" / "trunk.pt")
+
+    def command(folder) -> list[str]:
+        folder.mkdir()
+        argv = training_argv(pipeline, path, folder)
+        return [
+            sys.executable,
+            str(ROOT / "stages" / "finetune_multitask.py"),
+            *argv,
+            "--variant",
+            "face_resnet18-identity-gender+age-uw",
+            "--seed",
+            "1",
+            "--identity",
+            identity,
+        ]
+
+    subprocess.run(command(tmp_path / "full"), env=env, check=True, capture_output=True, timeout=300)
+    killed = subprocess.Popen(command(tmp_path / "killed"), env=env, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "r.pt"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 3:
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    at_kill = torch.load(state, weights_only=True)["epoch"]
+    assert 3 <= at_kill < 30 and not (tmp_path / "killed" / "o.pt").exists()
+    argv = training_argv(pipeline, path, tmp_path / "killed")
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "finetune_multitask.py"),
+            *argv,
+            "--variant",
+            "face_resnet18-identity-gender+age-uw",
+            "--seed",
+            "1",
+            "--identity",
+            identity,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0 and f"resuming from {state} at epoch {at_kill}/30" in resumed.stderr
+    full, _ = load_checkpoint(tmp_path / "full" / "o.pt")
+    again, _ = load_checkpoint(tmp_path / "killed" / "o.pt")
+    for k, v in full.items():
+        torch.testing.assert_close(again[k], v, rtol=0, atol=0, msg=f"weights differ at {k}")
+    curve = (tmp_path / "killed" / "c.csv").read_text()
+    assert curve == (tmp_path / "full" / "c.csv").read_text() and "weight_age" in curve

@@ -9,6 +9,7 @@ being silently ignored deep inside training.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from collections.abc import Mapping
@@ -243,12 +244,25 @@ class AccelConfig:
 
 
 @dataclass(frozen=True)
+class MarginConfig:
+    head: Literal["combined", "adaface"] = "combined"
+    s: float = 64.0
+    m1: float = 1.0
+    m2: float = 0.5
+    m3: float = 0.0
+    h: float = 0.333
+
+    def __post_init__(self) -> None:
+        if self.s <= 0 or self.m1 <= 0:
+            raise ValueError("margin s and m1 must be positive")
+
+
+@dataclass(frozen=True)
 class PretrainIdentityConfig:
     backbone: str = "face_resnet18"
     width: int = 64
     embedding_size: int = 512
-    margin_s: float = 64.0
-    margin_m: float = 0.5
+    margin: MarginConfig = MarginConfig()
     verify_folds: int = 10
     verify_pairs_per_fold: int = 60
     optim: OptimConfig = OptimConfig()
@@ -256,17 +270,36 @@ class PretrainIdentityConfig:
     accel: AccelConfig = AccelConfig()
 
 
-TASKS = ("gender", "age", "landmarks")
+TASKS = ("gender", "age", "landmarks", "attributes")
+
+
+@dataclass(frozen=True)
+class AgeHeadConfig:
+    loss: Literal["l1", "smooth_l1"] = "l1"  # regression head, on standardised age
+    max_age: int = 100  # dldl: one logit per whole year 0..max_age
+    sigma: float = 2.0  # dldl: std (years) of the Gaussian label distribution
+    group_edges: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
+
+    def __post_init__(self) -> None:
+        if self.max_age < 1 or self.sigma <= 0:
+            raise ValueError("age_head.max_age and age_head.sigma must be positive")
+        edges = self.group_edges
+        if not edges or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
+            raise ValueError("age_head.group_edges must be positive and strictly increasing")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     variants: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
     width: int = 64
     embedding_size: int = 512
     imagenet_weights: str = ""  # empty: torch hub's cache (``$TORCH_HOME/hub/checkpoints``)
+    resnet_stem: Literal["imagenet", "face"] = "imagenet"
+    imagenet_missing: Literal["not_run", "fail"] = "not_run"
+    age_head: AgeHeadConfig = AgeHeadConfig()
     loss_weights: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"gender": 1.0, "age": 1.0, "landmarks": 1.0}
+        default_factory=lambda: {"gender": 1.0, "age": 1.0, "landmarks": 1.0, "attributes": 1.0}
     )
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -275,12 +308,23 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if set(self.loss_weights) != set(TASKS):
             raise ValueError(f"loss_weights needs exactly the tasks {list(TASKS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     cs_threshold: float = 5.0  # years, for CS@k
     batch_size: int = 256
+    bootstrap: int = 2000  # resamples of the test images for CIs and paired comparisons
+    confidence: float = 0.95
+    ensembles: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.bootstrap < 100 or not 0.5 < self.confidence < 1:
+            raise ValueError("bootstrap must be >= 100 and confidence in (0.5, 1)")
+        if any(len(m) < 2 for m in self.ensembles.values()):
+            raise ValueError("an ensemble needs at least two member variants")
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,17 @@ def read_json(path: str | Path) -> Any:
     return json.loads(path.read_text())
 
 
-def write_rows_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write a list of dicts (e.g. a per-epoch history) as CSV atomically; columns in first-seen order."""
+def write_rows_csv(rows: list[dict[str, Any]], path: str | Path, columns: tuple[str, ...] = ()) -> None:
+    """Write a list of dicts (e.g. a per-epoch history) as CSV atomically.
+
+    Columns are ``columns`` followed by the rows' other keys in first-seen order.
+    """
     import csv
 
-    columns: list[str] = []
+    names = list(columns)
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        names += [k for k in row if k not in names]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         writer.writerows(rows)

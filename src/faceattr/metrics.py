@@ -43,10 +43,10 @@ def nme(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 class MetricSums:
-    """Running on-device sums for gender accuracy, age MAE / CS@k and landmark NME."""
+    """Running on-device sums: gender accuracy, age MAE / CS@k, landmark NME, attribute accuracy."""
 
     def __init__(self, device: torch.device | str, cs_threshold: float = 5.0) -> None:
-        self.sums = torch.zeros(7, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(9, dtype=torch.float64, device=device)
         self.cs_threshold = cs_threshold
 
     def update(self, pred: dict[str, torch.Tensor], true: dict[str, torch.Tensor]) -> None:
@@ -68,6 +68,10 @@ class MetricSums:
             iod = (t[:, 0] - t[:, 1]).norm(dim=1)
             s[5] += ((p - t).norm(dim=2).mean(1) / iod).sum()
             s[6] += mask.sum()
+        if "attributes" in pred:
+            known = torch.isfinite(true["attributes"])
+            s[7] += ((pred["attributes"] >= 0.5) == (true["attributes"] >= 0.5))[known].sum()
+            s[8] += known.sum()
 
     def compute(self) -> dict[str, float]:
         """Metrics for the tasks that had labelled samples."""
@@ -80,6 +84,8 @@ class MetricSums:
             out[f"age_cs{self.cs_threshold:g}"] = s[3] / s[4]
         if s[6]:
             out["landmark_nme"] = s[5] / s[6]
+        if s[8]:
+            out["attr_acc"] = s[7] / s[8]
         return out
 
 

@@ -1,20 +1,25 @@
-"""The report: the first paper's two tables filled from this run, beside the paper's own numbers.
+"""The report: the papers' tables filled from this run, with seeds, CIs and significance.
 
-Reads only small metrics/plots files, so it reruns in seconds when a ``report`` param changes.
+Reads only small metrics/plots files (``evaluate.json``, the pretraining metrics, the curves), so
+it reruns in seconds when a ``report`` param changes. Every number carries its protocol: data
+set, split, seeds and the bootstrap behind its interval.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from faceattr.config import ReportConfig
-from faceattr.io import atomic_path
+from faceattr.io import atomic_path, write_rows_csv
 
-# First paper (AgeDB, split not stated; gender accuracy %, age MAE years).
+# First paper (AgeDB, split not stated, one run; gender accuracy %, age MAE years).
 PAPER_TABLE1 = {
     ("face_resnet18", "identity"): (98.13, 6.908),
     ("face_resnet18", "none"): (96.44, 7.955),
@@ -29,10 +34,21 @@ PAPER_TABLE2 = {
     ("gender", "age"): (98.04, 6.871),
     ("gender", "age", "landmarks"): (98.13, 6.908),
 }
+# Second paper (UTKFace, random split, protocol unconfirmed): age-group acc %, gender acc %.
+PAPER2 = {"ensemble": (91.3, 96.5), "resnet": (90.0, 96.5), "attentional CNN": (74.2, 55.2)}
+PAPER3_CELEBA_MEAN_ACC = 87.0  # LNet+ANet, CelebA official test partition
 PRETRAINING_LABEL = {"identity": "identity (this run's pretrain_identity)", "none": "none", "imagenet": "ImageNet"}
-ALL_TASKS = ("gender", "age", "landmarks")
-METRIC_HEADER = ("Gender acc. %", "Age MAE", "CS@5 %", "Landmark NME")  # the columns of _row
-PAPER_HEADER = ("Paper gender %", "Paper age MAE")
+MAIN_TASKS = ("gender", "age", "landmarks")
+PERCENT = {"gender_acc", "age_cs5", "age_group_acc", "attr_acc"}
+METRIC_LABEL = {
+    "gender_acc": "gender acc. %",
+    "age_mae": "age MAE (years)",
+    "age_cs5": "CS@5 %",
+    "age_group_acc": "age-group acc. %",
+    "age_aabd": "AABD (groups)",
+    "landmark_nme": "landmark NME",
+    "attr_acc": "mean attribute acc. %",
+}
 
 
 def _fmt(value: float | None, decimals: int, percent: bool = False) -> str:
@@ -41,55 +57,93 @@ def _fmt(value: float | None, decimals: int, percent: bool = False) -> str:
     return f"{value * 100:.{decimals}f}" if percent else f"{value:.{decimals}f}"
 
 
+def _dec(metric: str, d: int) -> int:
+    return 4 if metric in ("landmark_nme",) else d
+
+
+def cell(stat: Mapping[str, Any] | None, metric: str, d: int) -> str:
+    """``mean ± std [CI low, CI high]`` of a metric over seeds; empty when absent."""
+    if not stat:
+        return ""
+    pct, dd = metric in PERCENT, _dec(metric, d)
+    return (
+        f"{_fmt(stat['mean'], dd, pct)} ± {_fmt(stat['std'], dd, pct)} "
+        f"[{_fmt(stat['ci_low'], dd, pct)}, {_fmt(stat['ci_high'], dd, pct)}]"
+    )
+
+
 def _variant(backbone: str, pretraining: str, tasks: Sequence[str]) -> str:
     return f"{backbone}-{pretraining}-{'+'.join(tasks)}"
 
 
-def _row(ev: Mapping[str, Any], name: str, d: int) -> list[str]:
-    test = ev["variants"].get(name, {}).get("test")
-    if test is None:
-        return ["not run"] * 4
-    return [
-        _fmt(test.get("gender_acc"), d, True),
-        _fmt(test.get("age_mae"), d),
-        _fmt(test.get("age_cs5"), d, True),
-        _fmt(test.get("landmark_nme"), 4),
-    ]
+def _cells(ev: Mapping[str, Any], name: str, metrics: Sequence[str], d: int) -> list[str]:
+    st = ev["variants"].get(name)
+    if st is None:
+        return ["not in `finetune_multitask.variants`"] + [""] * (len(metrics) - 1)
+    if st["status"] != "ok":
+        return ["**not run**: " + _short_reason(st["reason"])] + [""] * (len(metrics) - 1)
+    return [cell(st.get(m), m, d) for m in metrics]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _short_reason(reason: str) -> str:
+    return reason.split(". ")[0].replace("|", "/") + "."
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+MAIN_METRICS = ("gender_acc", "age_mae", "landmark_nme")
+MAIN_HEADER = ("Gender acc. %", "Age MAE (years)", "Landmark NME")
+PAPER_HEADER = ("Paper gender % (AgeDB)", "Paper age MAE (AgeDB)")
 
 
 def table1(ev: Mapping[str, Any], d: int) -> str:
     """Pretraining comparison, all gender+age+landmarks."""
     rows = []
     for (backbone, pre), (p_g, p_a) in PAPER_TABLE1.items():
-        name = _variant(backbone, pre, ALL_TASKS)
-        rows.append([backbone, PRETRAINING_LABEL[pre], *_row(ev, name, d), f"{p_g:.2f}", f"{p_a:.3f}"])
-    return _table(["Architecture", "Pretraining", *METRIC_HEADER, *PAPER_HEADER], rows)
+        name = _variant(backbone, pre, MAIN_TASKS)
+        rows.append([backbone, PRETRAINING_LABEL[pre], *_cells(ev, name, MAIN_METRICS, d), f"{p_g:.2f}", f"{p_a:.3f}"])
+    return _table(["Architecture", "Pretraining", *MAIN_HEADER, *PAPER_HEADER], rows)
 
 
 def table2(ev: Mapping[str, Any], d: int) -> str:
-    """Task-set comparison on FaceResNet18 + identity pretraining (plus this run's other task sets)."""
-    task_sets = list(PAPER_TABLE2)
-    for name in ev["variants"]:
-        tasks = tuple(name.split("-")[2].split("+"))
-        if name.startswith("face_resnet18-identity-") and tasks not in task_sets:
-            task_sets.append(tasks)
+    """Task-set comparison on FaceResNet18 + identity pretraining."""
     rows = []
-    for tasks in task_sets:
-        p_g, p_a = PAPER_TABLE2.get(tasks, (None, None))
-        marks = ["✓" if t in tasks else "" for t in ALL_TASKS]
-        ours = _row(ev, _variant("face_resnet18", "identity", tasks), d)
+    for tasks, (p_g, p_a) in PAPER_TABLE2.items():
+        marks = ["✓" if t in tasks else "" for t in MAIN_TASKS]
+        ours = _cells(ev, _variant("face_resnet18", "identity", tasks), MAIN_METRICS, d)
         rows.append([*marks, *ours, _fmt(p_g, 2), _fmt(p_a, 3)])
-    return _table(["Gender", "Age", "Landmark", *METRIC_HEADER, *PAPER_HEADER], rows)
+    return _table(["Gender", "Age", "Landmark", *MAIN_HEADER, *PAPER_HEADER], rows)
+
+
+def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None = None) -> list[str]:
+    """One line per paired comparison: the difference, its CI, p and the verdict."""
+    lines = []
+    for c in ev["comparisons"]:
+        if questions is not None and not any(c["question"].startswith(q) for q in questions):
+            continue
+        head = f"- *{c['question']}*, {METRIC_LABEL.get(c['metric'], c['metric'])}: `{c['a']}` vs `{c['b']}`"
+        if c["status"] != "ok":
+            lines.append(f"{head}: **not run** (no statistics)")
+            continue
+        pct, dd = c["metric"] in PERCENT, _dec(c["metric"], d)
+        unit = " pp" if pct else ""
+        diff = f"{'+' if c['diff'] >= 0 else ''}{_fmt(c['diff'], dd, pct)}{unit}"
+        ci = f"[{_fmt(c['ci_low'], dd, pct)}, {_fmt(c['ci_high'], dd, pct)}]"
+        if c["significant"]:
+            verdict = f"**significant**, {'first' if c['a_better'] else 'second'} better"
+            verdict += "" if c.get("significant_holm") else " (not after Holm correction)"
+        else:
+            verdict = "not significant"
+        lines.append(f"{head}: {diff} {ci}, p = {c['p']:.3f} ({c['images']} paired images): {verdict}")
+    return lines or ["- (no such pairs among the variants run)"]
 
 
 def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
-    """Per-variant learning curves written by finetune_multitask."""
+    """Per-run learning curves written by finetune_multitask (``<variant>-s<seed>.csv``)."""
     out = {}
     for path in sorted(directory.glob("*.csv")):
         with path.open() as fh:
@@ -99,30 +153,67 @@ def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
     return out
 
 
+def mean_curves(curves: Mapping[str, list[dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """Each variant's curve averaged over its seeds (runs ``<variant>-s<seed>``), per epoch."""
+    grouped: dict[str, list[list[dict[str, float]]]] = {}
+    for run, rows in curves.items():
+        if rows:
+            grouped.setdefault(re.sub(r"-s\d+$", "", run), []).append(rows)
+    out = {}
+    for variant, runs in grouped.items():
+        epochs = min(len(r) for r in runs)
+        out[variant] = [
+            {k: sum(r[e][k] for r in runs) / len(runs) for k in runs[0][e] if all(k in r[e] for r in runs)}
+            for e in range(epochs)
+        ]
+    return out
+
+
 CURVE_COLUMNS = ("epoch", "variant", "train_loss", "val_gender_acc", "val_age_mae", "val_age_cs5", "val_landmark_nme")
 
 
 def write_dvc_curves(curves: Mapping[str, list[dict[str, float]]], path: Path) -> None:
-    """All variants' curves in one long CSV (a row per variant and epoch, empty where a task is absent).
+    """Seed-averaged curves in one long CSV (a row per variant and epoch, empty where a task is absent).
 
     The top-level plots in dvc.yaml draw one chart per metric from it, a line per variant, with
     the ``by_variant`` template in ``.dvc/plots``.
     """
-    from faceattr.io import write_rows_csv
-
     rows = [
         {c: {**row, "variant": name}.get(c, "") for c in CURVE_COLUMNS} for name, rs in curves.items() for row in rs
     ]
     write_rows_csv(rows, path)
 
 
-def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> list[Path]:
-    """One PNG per validation metric, a line per variant."""
+def write_data_efficiency(ev: Mapping[str, Any], path: Path) -> None:
+    """Data-efficiency points in one long CSV for ``dvc plots`` (x fraction, a line per family)."""
+    rows = []
+    for family, metrics in ev["data_efficiency"].items():
+        for metric, points in metrics.items():
+            for p in points:
+                rows.append({"variant": family, "metric": metric, "fraction": p["fraction"], metric: p["mean"]})
+    columns = ("fraction", "variant", "metric", "gender_acc", "age_mae", "landmark_nme")
+    write_rows_csv([{c: r.get(c, "") for c in columns} for r in rows], path, columns)
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _plt().close(fig)
+    return path
+
+
+def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> list[Path]:
+    """One PNG per validation metric, a line per variant (mean over seeds)."""
+    plt = _plt()
     paths = []
     for metric, label in (
         ("val_gender_acc", "validation gender accuracy"),
@@ -138,15 +229,102 @@ def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> 
         if not ax.lines:
             plt.close(fig)
             continue
-        ax.set_xlabel("epoch"), ax.set_ylabel(label), ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch"), ax.set_ylabel(label + " (mean over seeds)"), ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
         fig.tight_layout()
-        path = out_dir / f"{metric}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / f"{metric}.png"))
     return paths
+
+
+def plot_data_efficiency(ev: Mapping[str, Any], path: Path) -> Path | None:
+    """Metric vs fraction of the labelled training images, a line per family, ± std over seeds."""
+    families = ev["data_efficiency"]
+    metrics = [m for m in MAIN_METRICS if any(m in f for f in families.values())]
+    if not metrics:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for family, points in families.items():
+            pts = points.get(metric)
+            if pts:
+                scale = 100 if metric in PERCENT else 1
+                x = [p["fraction"] * 100 for p in pts]
+                ax.errorbar(
+                    x,
+                    [p["mean"] * scale for p in pts],
+                    [p["std"] * scale for p in pts],
+                    marker="o",
+                    capsize=3,
+                    label=family,
+                )
+        ax.set_xscale("log"), ax.set_xlabel("% of labelled training images"), ax.set_ylabel(METRIC_LABEL[metric])
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("data efficiency (test split, mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(bands: Sequence[str], counts: Sequence[Sequence[int]], title: str, path: Path) -> Path:
+    """Age-group confusion matrix (rows true, columns predicted; counts summed over seeds)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(counts, cmap="Blues")
+    (
+        ax.set_xticks(range(len(bands)), bands, rotation=45, fontsize=7),
+        ax.set_yticks(range(len(bands)), bands, fontsize=7),
+    )
+    for i, row in enumerate(counts):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
+    ax.set_xlabel("predicted age group"), ax.set_ylabel("true age group"), ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _link(path: Path, out_md: Path) -> str:
+    return f"![{path.stem}]({Path(os.path.relpath(path, out_md.parent)).as_posix()})"
+
+
+def _breakdown_lines(name: str, st: Mapping[str, Any], d: int) -> list[str]:
+    b = st.get("breakdown", {})
+    lines = []
+    if "age_mae_by_band" in b:
+        bands = b["age_mae_by_band"]
+        lines += [
+            f"Age MAE by true age band (years; a-b means [a, b)), `{name}` (mean over seeds):",
+            "",
+            _table(
+                ["Band", *(v["band"] for v in bands)],
+                [
+                    ["MAE (years)", *(_fmt(v["mae"], d) for v in bands)],
+                    ["test images", *(str(v["images"]) for v in bands)],
+                ],
+            ),
+            "",
+        ]
+    for label in ("gender", "race"):
+        rows = b.get(f"by_{label}")
+        if rows:
+            lines += [
+                f"By {label}, `{name}`:",
+                "",
+                _table(
+                    [label.capitalize(), "images", "gender acc. %", "age MAE"],
+                    [
+                        [k, str(v["images"]), _fmt(v.get("gender_acc"), d, True), _fmt(v.get("age_mae"), d)]
+                        for k, v in rows.items()
+                    ],
+                ),
+                "",
+            ]
+    return lines
+
+
+def _has(ev: Mapping[str, Any], metric: str) -> list[str]:
+    return [n for n, st in ev["variants"].items() if st["status"] == "ok" and metric in st]
 
 
 def build_report(
@@ -157,62 +335,186 @@ def build_report(
     out_md: Path,
     figures_dir: Path,
     dataset: str,
+    attention_dir: Path | None = None,
 ) -> None:
     """Write the Markdown report and its figures."""
-    d = cfg.decimals
-    figures = plot_curves(curves, figures_dir)
-    base = evaluation["baseline"]["test"]
-    n = evaluation["images"]
+    d, ev = cfg.decimals, evaluation
+    mean = mean_curves(curves)
+    base, n, proto = ev["baseline"]["test"], ev["images"], ev["protocol"]
+    seeds = proto["seeds"]
     lines = [
         f"# {cfg.title}",
         "",
         f"**Data and protocol.** Data set `{dataset}`; identity-disjoint split (`split` stage); "
-        f"{n['test']} test and {n['val']} validation images. Metrics: gender accuracy, age MAE (years), "
-        "CS@5 (share of ages within 5 years), landmark NME (mean point error / inter-ocular distance of "
-        "the five aligned points). All numbers are on the **test** split, one seed.",
+        f"{n['test']} test and {n['val']} validation images. Every cell is **mean ± std over {len(seeds)} "
+        f"seeds** ({', '.join(map(str, seeds))}; sample std) **[{proto['confidence']:.0%} CI]**, a percentile "
+        f"bootstrap ({proto['bootstrap']} resamples) of the test images for the seed-averaged metric. "
+        "Seeds vary initialisation, batch order and augmentation; split and identity pretraining are fixed. "
+        "Metrics: gender accuracy, age MAE (years), landmark NME (mean point error / inter-ocular distance of "
+        "the five aligned points). Comparisons are paired bootstraps on the same test images; *significant* "
+        "means the CI of the difference excludes 0, and the Holm correction over all comparisons is noted.",
     ]
     if dataset == "synthetic":
         lines += [
             "",
-            "> These faces are the embedded **synthetic** set: the numbers show that every stage "
-            "learns, not how well a method works on real faces. The paper's columns are AgeDB numbers "
-            "(split not stated) and are not comparable with ours.",
+            "> These faces are the embedded **synthetic** set: the numbers show that every stage learns and "
+            "how the statistics read, not how well a method works on real faces. The paper columns are AgeDB "
+            "numbers (split not stated, one run) and are not comparable with ours.",
         ]
     lines += [
         "",
         "**Baselines that ignore the image** (same test images): majority gender "
         f"{_fmt(base.get('gender_acc'), d, True)} %, training-mean age MAE {_fmt(base.get('age_mae'), d)} "
-        f"years (CS@5 {_fmt(base.get('age_cs5'), d, True)} %), template landmarks NME "
-        f"{_fmt(base.get('landmark_nme'), 4)}.",
+        f"years, template landmarks NME {_fmt(base.get('landmark_nme'), 4)}.",
         "",
-        f"**Identity pretraining** (`pretrain_identity`): 10-fold verification accuracy on held-out "
-        f"identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± {_fmt(pretrain.get('verify_acc_std'), d, True)} "
-        f"({pretrain.get('identities', '?')} training identities, {pretrain.get('verify_pairs', '?')} pairs).",
+        f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): 10-fold "
+        f"verification accuracy on held-out identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± "
+        f"{_fmt(pretrain.get('verify_acc_std'), d, True)} ({pretrain.get('identities', '?')} training identities, "
+        f"{pretrain.get('verify_pairs', '?')} pairs).",
         "",
         "## Table 1: pretraining (gender + age + landmarks)",
         "",
-        table1(evaluation, d),
+        table1(ev, d),
         "",
-        "Rows marked *not run* are not in `finetune_multitask.variants` (ImageNet needs torchvision's "
-        "weights in the local cache; see the README).",
+        "Significance:",
+        "",
+        *significance(ev, d, ("identity pretraining", "imagenet pretraining", "identity vs ImageNet")),
         "",
         "## Table 2: task sets (FaceResNet18, identity pretraining)",
         "",
-        table2(evaluation, d),
+        table2(ev, d),
         "",
+        "Significance (each multi-task variant against each variant with a subset of its tasks, on the "
+        "smaller set's tasks):",
+        "",
+        *significance(ev, d, ("multi-task",)),
+        "",
+    ]
+    lines += _efficiency_section(ev, figures_dir, out_md, d)
+    others = ("dldl", "group", "gender-conditioned", "uncertainty", "ensemble")
+    if any(c["question"].startswith(others) for c in ev["comparisons"]):
+        lines += ["## Other comparisons", "", *significance(ev, d, others), ""]
+    lines += _paper2_section(ev, figures_dir, out_md, d, attention_dir)
+    lines += _attribute_section(ev, d)
+    main = next(
+        (
+            v
+            for v in (_variant("face_resnet18", "identity", MAIN_TASKS), *_has(ev, "age_mae"))
+            if ev["variants"].get(v, {}).get("status") == "ok"
+        ),
+        None,
+    )
+    if main:
+        lines += ["## Breakdowns", "", *_breakdown_lines(main, ev["variants"][main], d)]
+    metrics = [m for m in ("gender_acc", "age_mae", "age_group_acc", "landmark_nme", "attr_acc") if _has(ev, m)]
+    lines += [
         "## All variants (test)",
         "",
         _table(
-            ["Variant", *METRIC_HEADER],
-            [[name, *_row(evaluation, name, d)] for name in evaluation["variants"]],
+            ["Variant", *(METRIC_LABEL[m] for m in metrics)],
+            [[f"`{v}`", *_cells(ev, v, metrics, d)] for v in ev["variants"]],
         ),
         "",
-        "## Learning curves",
+        "## Learning curves (validation, mean over seeds)",
         "",
     ]
-    lines += [f"![{p.stem}]({p.relative_to(out_md.parent).as_posix()})" for p in figures]
+    full = {k: v for k, v in mean.items() if "-frac" not in k}
+    lines += [_link(p, out_md) for p in plot_curves(full, figures_dir)]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, d: int) -> list[str]:
+    fig = plot_data_efficiency(ev, figures_dir / "data_efficiency.png")
+    if fig is None:
+        return ["## Data efficiency", "", "No variant is listed at more than one training fraction (`frac<P>`).", ""]
+    rows = []
+    for family, metrics in ev["data_efficiency"].items():
+        for metric, points in metrics.items():
+            if metric in MAIN_METRICS:
+                pct, dd = metric in PERCENT, _dec(metric, d)
+                rows.append(
+                    [
+                        f"`{family}`",
+                        METRIC_LABEL[metric],
+                        *(
+                            f"{p['fraction']:.0%}: {_fmt(p['mean'], dd, pct)} ± {_fmt(p['std'], dd, pct)}"
+                            for p in points
+                        ),
+                    ]
+                )
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    return [
+        "## Data efficiency (metric vs share of labelled training images)",
+        "",
+        _link(fig, out_md),
+        "",
+        _table(["Variant", "Metric", *(f"point {i + 1}" for i in range(width - 2))], rows),
+        "",
+    ]
+
+
+def _paper2_section(
+    ev: Mapping[str, Any], figures_dir: Path, out_md: Path, d: int, attention_dir: Path | None
+) -> list[str]:
+    names = _has(ev, "age_group_acc")
+    ensembles = [n for n in names if "members" in ev["variants"][n]]
+    show = [n for n in names if "-group" in n] + ensembles
+    if not show:
+        return []
+    edges = ev["protocol"]["age_group_edges"]
+    lines = [
+        "## Second paper: age groups, gender and the ensemble",
+        "",
+        f"Age groups: <{edges[0]:g}, "
+        + ", ".join(f"{a:g}–{b:g}" for a, b in itertools.pairwise(edges))
+        + f", {edges[-1]:g}+ years; AABD = mean |predicted − true group index|. The paper's numbers are "
+        "UTKFace with its own (unconfirmed) buckets and a random split: not comparable with ours.",
+        "",
+        _table(
+            ["Variant", "Age-group acc. %", "AABD", "Gender acc. %"],
+            [[f"`{v}`", *_cells(ev, v, ("age_group_acc", "age_aabd", "gender_acc"), d)] for v in show],
+        ),
+        "",
+        "Paper (UTKFace): " + "; ".join(f"{k} {a} % / {g} %" for k, (a, g) in PAPER2.items()) + " (group / gender).",
+        "",
+    ]
+    target = (ensembles or show)[0]
+    conf = ev["variants"][target]["breakdown"].get("age_group_confusion")
+    if conf:
+        fig = plot_confusion(
+            conf["bands"], conf["counts"], f"age groups, {target} (all seeds)", figures_dir / "confusion.png"
+        )
+        lines += [_link(fig, out_md), ""]
+    if attention_dir is not None and attention_dir.is_dir():
+        lines += [_link(p, out_md) for p in sorted(attention_dir.glob("attention-*.png"))] + [""]
+    return lines
+
+
+def _attribute_section(ev: Mapping[str, Any], d: int) -> list[str]:
+    names = _has(ev, "attr_acc")
+    if not names:
+        return []
+    best = max(names, key=lambda n: ev["variants"][n]["attr_acc"]["mean"])
+    per = ev["variants"][best]["breakdown"].get("attributes", {})
+    lines = [
+        "## Attributes (third paper's table)",
+        "",
+        f"Mean attribute accuracy at threshold 0.5 (not tuned on val) of `{best}`: "
+        f"{cell(ev['variants'][best]['attr_acc'], 'attr_acc', d)}; LNet+ANet reported {PAPER3_CELEBA_MEAN_ACC:g} % "
+        "on the full CelebA test partition (ours is this run's split).",
+        "",
+        _table(
+            ["Attribute", "accuracy %", "balanced accuracy %", "positive share %"],
+            [
+                [a, _fmt(v["acc"], d, True), _fmt(v["balanced_acc"], d, True), _fmt(v["positive_rate"], d, True)]
+                for a, v in per.items()
+            ],
+        ),
+        "",
+    ]
+    return lines
 
 
 OFFLINE_PAGE = """<!DOCTYPE html>

@@ -76,16 +76,26 @@ class IResNet(nn.Module):
 
 
 class TorchvisionResNet(nn.Module):
-    """torchvision ResNet-18 trunk with its classifier replaced by a linear embedding layer."""
+    """torchvision ResNet-18 trunk with its classifier replaced by a linear embedding layer.
 
-    def __init__(self, embedding_size: int, weights_path: Path | None = None) -> None:
+    ``stem="face"`` adapts it to 112-px face crops as face-recognition works do: the first
+    convolution gets stride 1 and the max-pool goes, so the last map is 7×7 rather than 4×4
+    (16× the compute). The ImageNet weights still load, since no weight changes shape.
+    """
+
+    def __init__(self, embedding_size: int, weights_path: Path | None = None, stem: str = "imagenet") -> None:
         super().__init__()
         from torchvision.models import resnet18
 
+        if stem not in ("imagenet", "face"):
+            raise ValueError(f"unknown resnet stem '{stem}'; choose from ['imagenet', 'face']")
         net = resnet18(weights=None)
         if weights_path is not None:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
+        if stem == "face":
+            net.conv1.stride = (1, 1)
+            net.maxpool = nn.Identity()  # type: ignore[assignment]
         net.fc = nn.Identity()  # type: ignore[assignment]
         self.net = net
         self.embed = nn.Linear(512, embedding_size)
@@ -95,24 +105,79 @@ class TorchvisionResNet(nn.Module):
         return self.embed(self.net(x))
 
 
+class AttentionalCNN(nn.Module):
+    """The second paper's attentional CNN: plain conv blocks, then a spatial attention map.
+
+    A 1×1-conv branch scores every position of the last feature map; the sigmoid of that score
+    weights the map before pooling, so the embedding is an attention-weighted mean of local
+    features. ``attention(x)`` returns the maps (N, 1, S/16, S/16) for figures.
+    """
+
+    def __init__(self, input_size: int, embedding_size: int, width: int = 32) -> None:
+        super().__init__()
+        if input_size % 16:
+            raise ValueError(f"AttentionalCNN input size must be a multiple of 16, got {input_size}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for out in (width, width * 2, width * 4, width * 8):
+            layers += [
+                nn.Conv2d(channels, out, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(out, out, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = out
+        self.body = nn.Sequential(*layers)
+        self.score = nn.Sequential(nn.Conv2d(channels, width, 1), nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
+        self.fc = nn.Linear(channels, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size)
+        self.embedding_size = embedding_size
+
+    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return f, torch.sigmoid(self.score(f))
+
+    @torch.no_grad()
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention maps in [0, 1], one per image."""
+        return self._maps(x)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, a = self._maps(x)
+        pooled = (f * a).sum((2, 3)) / a.sum((2, 3)).clamp(min=1e-6)
+        return self.features(self.fc(pooled))
+
+
 def _face_resnet18(input_size: int, embedding_size: int, width: int, **_: object) -> nn.Module:
     return IResNet((2, 2, 2, 2), input_size, embedding_size, width=width)
 
 
-def _resnet18(input_size: int, embedding_size: int, weights_path: Path | None = None, **_: object) -> nn.Module:
+def _resnet18(
+    input_size: int, embedding_size: int, weights_path: Path | None = None, stem: str = "imagenet", **_: object
+) -> nn.Module:
     del input_size  # global average pooling accepts any size
-    return TorchvisionResNet(embedding_size, weights_path)
+    return TorchvisionResNet(embedding_size, weights_path, stem)
+
+
+def _attn_cnn(input_size: int, embedding_size: int, width: int, **_: object) -> nn.Module:
+    return AttentionalCNN(input_size, embedding_size, width=width)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "face_resnet18": _face_resnet18,
     "resnet18": _resnet18,
+    "attn_cnn": _attn_cnn,
 }
 
-# Pretraining each backbone can start from; "identity" is this pipeline's own pretrain stage.
+# Pretraining each backbone can start from; "identity" is this pipeline's own pretrain stage
+# (it must have trained the same backbone: pretrain_identity.backbone).
 PRETRAININGS: dict[str, tuple[str, ...]] = {
     "face_resnet18": ("identity", "none"),
-    "resnet18": ("imagenet", "none"),
+    "resnet18": ("imagenet", "identity", "none"),
+    "attn_cnn": ("identity", "none"),
 }
 
 
@@ -123,12 +188,15 @@ def create_backbone(
     embedding_size: int,
     width: int = 64,
     weights_path: Path | None = None,
+    stem: str = "imagenet",
 ) -> nn.Module:
-    """Build a registered backbone by name.
+    """Build a registered backbone by name (``stem`` applies to resnet18 only).
 
     Raises:
         ValueError: for an unknown name, listing the registered ones.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; choose from {sorted(BACKBONES)}")
-    return BACKBONES[name](input_size=input_size, embedding_size=embedding_size, width=width, weights_path=weights_path)
+    return BACKBONES[name](
+        input_size=input_size, embedding_size=embedding_size, width=width, weights_path=weights_path, stem=stem
+    )

@@ -38,13 +38,27 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def build_trunk(meta: dict[str, Any]) -> nn.Module:
     """Rebuild a trunk described by a checkpoint's meta (weights not loaded)."""
     return create_backbone(
-        meta["backbone"], input_size=meta["input_size"], embedding_size=meta["embedding_size"], width=meta["width"]
+        meta["backbone"],
+        input_size=meta["input_size"],
+        embedding_size=meta["embedding_size"],
+        width=meta["width"],
+        stem=meta["stem"],
     )
 
 
 def load_multitask(path: str | Path) -> tuple[MultiTaskModel, dict[str, Any]]:
     """Rebuild a fine-tuned multi-task model from its checkpoint, in eval mode."""
     state, meta = load_checkpoint(path)
-    model = MultiTaskModel(build_trunk(meta), tuple(meta["tasks"]), meta["embedding_size"])
+    model = MultiTaskModel(
+        build_trunk(meta),
+        tuple(meta["tasks"]),
+        meta["embedding_size"],
+        age_head=meta["age_head"],
+        max_age=meta["max_age"],
+        group_edges=meta["group_edges"],
+        gender_conditioned=meta["gender_conditioned"],
+        attributes=len(meta["attribute_names"]),
+    )
+
     model.load_state_dict(state)
     return model.eval(), meta

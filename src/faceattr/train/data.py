@@ -7,6 +7,7 @@ sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -41,6 +42,9 @@ class FaceTensors:
     landmarks: torch.Tensor  # float32 (N, 5, 2) crop pixels
     identity: torch.Tensor  # int64 (N,) index into ``identity_names``
     identity_names: tuple[str, ...]
+    attributes: torch.Tensor | None = None  # float32 (N, A) 0/1, NaN when unknown
+    attribute_names: tuple[str, ...] = ()
+    race: torch.Tensor | None = None  # int64 (N,), -1 when unknown
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,6 +72,9 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
     sub = labels.iloc[rows]
     names = tuple(sorted(sub["identity"].dropna().unique()))
     lookup = {n: i for i, n in enumerate(names)}
+    attr_columns = [c for c in sub.columns if c.startswith("attr_")]
+    attributes = sub[attr_columns].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+    race = sub["race"].fillna(-1).to_numpy(dtype=np.int64) if "race" in sub else np.full(len(sub), -1)
     return FaceTensors(
         images=torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous(),
         gender=torch.tensor(sub["gender"].fillna(-1).to_numpy(dtype=np.int64)),
@@ -77,6 +84,27 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         ).view(-1, 5, 2),
         identity=torch.tensor([lookup.get(x, -1) if isinstance(x, str) else -1 for x in sub["identity"]]),
         identity_names=names,
+        attributes=torch.from_numpy(attributes).reshape(len(sub), len(attr_columns)),
+        attribute_names=tuple(c.removeprefix("attr_") for c in attr_columns),
+        race=torch.from_numpy(race),
+    )
+
+
+def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
+    """A seeded ``percent`` % of the rows (at least two), for data-efficiency curves."""
+    if percent >= 100:
+        return data
+    n = max(2, round(len(data) * percent / 100))
+    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return replace(
+        data,
+        images=data.images[rows],
+        gender=data.gender[rows],
+        age=data.age[rows],
+        landmarks=data.landmarks[rows],
+        identity=data.identity[rows],
+        attributes=None if data.attributes is None else data.attributes[rows],
+        race=None if data.race is None else data.race[rows],
     )
 
 
@@ -162,46 +190,87 @@ def apply_augment(
     return out, moved
 
 
+def group_index(age: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
+    """Age group of each age: 0 below ``edges[0]``, k for ``edges[k-1] <= age < edges[k]``."""
+    return torch.bucketize(age, torch.tensor(edges, dtype=age.dtype, device=age.device), right=True)
+
+
+def group_centres(edges: tuple[float, ...]) -> list[float]:
+    """A representative age per group: the middle of each bounded group, and half a group's width
+    past the last edge for the open-ended last group."""
+    bounds = [0.0, *edges]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(bounds)]
+    return [*mids, edges[-1] + (edges[-1] - bounds[-2]) / 2]
+
+
 @dataclass(frozen=True)
 class LabelCodec:
     """Converts labels to training targets and network outputs back to years and pixels.
 
-    Age is standardised with the training set's mean and std; landmarks are offsets from the
-    alignment template in units of ``landmark_unit`` crop pixels. Both are stored in checkpoints.
+    Age is standardised with the training set's mean and std (regression head), or kept in years
+    (DLDL and age-group heads); landmarks are offsets from the alignment template in units of
+    ``landmark_unit`` crop pixels. All of it is stored in checkpoints.
     """
 
     size: int
     age_mean: float
     age_std: float
+    age_head: str = "regression"
+    max_age: int = 100
+    group_edges: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
 
     @property
     def landmark_unit(self) -> float:
         return 0.05 * self.size
 
     @classmethod
-    def fit(cls, data: FaceTensors) -> LabelCodec:
+    def fit(cls, data: FaceTensors, **age_head: object) -> LabelCodec:
         ages = data.age[torch.isfinite(data.age)]
         if len(ages) < 2:
-            return cls(data.size, 0.0, 1.0)
-        return cls(data.size, float(ages.mean()), float(ages.std().clamp(min=1e-3)))
+            return cls(data.size, 0.0, 1.0, **age_head)  # type: ignore[arg-type]
+        return cls(data.size, float(ages.mean()), float(ages.std().clamp(min=1e-3)), **age_head)  # type: ignore[arg-type]
 
     def _template(self, device: torch.device) -> torch.Tensor:
         return torch.tensor(template(self.size), dtype=torch.float32, device=device)
 
-    def encode(self, gender: torch.Tensor, age: torch.Tensor, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        gender: torch.Tensor,
+        age: torch.Tensor,
+        landmarks: torch.Tensor,
+        attributes: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         tpl = self._template(landmarks.device)
-        return {
+        out = {
             "gender": gender,
             "age": (age - self.age_mean) / self.age_std,
+            "age_years": age,
+            "age_group": torch.where(torch.isfinite(age), group_index(age, self.group_edges), -1),
             "landmarks": ((landmarks - tpl) / self.landmark_unit).flatten(1),
         }
+        if attributes is not None:
+            out["attributes"] = attributes
+        return out
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Gender logits, age in years (plus group probabilities for the group head), landmarks
+        in crop pixels, attribute probabilities."""
         pred: dict[str, torch.Tensor] = {}
         if "gender" in outputs:
             pred["gender"] = outputs["gender"].float()
         if "age" in outputs:
-            pred["age"] = outputs["age"].float() * self.age_std + self.age_mean
+            raw = outputs["age"].float()
+            if self.age_head == "regression":
+                pred["age"] = raw * self.age_std + self.age_mean
+            elif self.age_head == "dldl":
+                years = torch.arange(raw.shape[1], dtype=raw.dtype, device=raw.device)
+                pred["age"] = raw.softmax(1) @ years
+            else:
+                probs = raw.softmax(1)
+                pred["age_group"] = probs
+                pred["age"] = probs @ torch.tensor(group_centres(self.group_edges), device=raw.device)
+        if "attributes" in outputs:
+            pred["attributes"] = outputs["attributes"].float().sigmoid()
         if "landmarks" in outputs:
             lm = outputs["landmarks"].float().view(-1, 5, 2)
             pred["landmarks"] = lm * self.landmark_unit + self._template(lm.device)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from faceattr.config import AugmentConfig, FinetuneConfig, OptimConfig, to_dict
+from faceattr.config import AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
 from faceattr.data.align import template
+from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone
 from faceattr.models.checkpoint import build_trunk, load_checkpoint
@@ -25,10 +26,11 @@ from faceattr.train.data import (
     batch_indices,
     for_device,
     load_split,
+    subset,
     to_input,
 )
 from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
-from faceattr.train.losses import multitask_loss
+from faceattr.train.losses import LossWeighting, multitask_loss
 from faceattr.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,51 @@ def imagenet_weights_path(configured: str) -> Path:
     return path
 
 
+def missing_weights(variant: Variant, cfg: FinetuneConfig) -> str | None:
+    """Why the variant cannot start (ImageNet weights absent), when ``imagenet_missing`` allows
+    marking it "not run" instead of failing; None when it can train."""
+    if variant.pretraining != "imagenet" or cfg.imagenet_missing == "fail":
+        return None
+    try:
+        imagenet_weights_path(cfg.imagenet_weights)
+    except FileNotFoundError as err:
+        return str(err)
+    return None
+
+
+def write_not_run(reason: str, out: Path, resume: Path, metrics: Path, curve: Path) -> None:
+    """The declared outputs of a run that did not train: a status file where the model would be,
+    the reason in its metrics, an empty curve and resume state (DVC needs every output)."""
+    status = {"status": "not run", "reason": reason}
+    write_json(status, out.with_name("status.json"))
+    write_json(status, metrics)
+    write_rows_csv([], curve, columns=("epoch",))
+    with atomic_path(resume) as tmp:
+        torch.save({"key": "not run"}, tmp)
+
+
 def build_model(
-    variant: Variant, cfg: FinetuneConfig, input_size: int, identity_checkpoint: Path | None
+    variant: Variant,
+    cfg: FinetuneConfig,
+    input_size: int,
+    identity_checkpoint: Path | None,
+    attribute_names: tuple[str, ...] = (),
 ) -> tuple[MultiTaskModel, dict[str, Any]]:
-    """Create the variant's model with its initial weights; returns it and the trunk's meta."""
+    """Create the variant's model with its initial weights; returns it and its structural meta."""
     if variant.pretraining == "identity":
         if identity_checkpoint is None:
             raise ValueError(f"variant '{variant.name}' needs the pretrain_identity checkpoint")
         state, meta = load_checkpoint(identity_checkpoint)
         if meta["input_size"] != input_size:
             raise ValueError(f"identity checkpoint is for {meta['input_size']} px crops, data is {input_size} px")
+        if meta["backbone"] != variant.backbone:
+            raise ValueError(
+                f"variant '{variant.name}' wants an identity-pretrained {variant.backbone}, but pretrain_identity "
+                f"trained {meta['backbone']}: set pretrain_identity.backbone to {variant.backbone}"
+            )
         trunk = build_trunk(meta)
         trunk.load_state_dict(state)
-        trunk_meta = {k: meta[k] for k in ("backbone", "width", "embedding_size")}
+        trunk_meta = {k: meta[k] for k in ("backbone", "width", "embedding_size", "stem")}
     else:
         weights = imagenet_weights_path(cfg.imagenet_weights) if variant.pretraining == "imagenet" else None
         trunk = create_backbone(
@@ -70,10 +104,33 @@ def build_model(
             embedding_size=cfg.embedding_size,
             width=cfg.width,
             weights_path=weights,
+            stem=cfg.resnet_stem,
         )
-        trunk_meta = {"backbone": variant.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size}
-    model = MultiTaskModel(trunk, variant.tasks, trunk_meta["embedding_size"])
-    return model, trunk_meta
+        trunk_meta = {
+            "backbone": variant.backbone,
+            "width": cfg.width,
+            "embedding_size": cfg.embedding_size,
+            "stem": cfg.resnet_stem,
+        }
+    heads_meta = {
+        "tasks": list(variant.tasks),
+        "age_head": variant.age_head,
+        "max_age": cfg.age_head.max_age,
+        "group_edges": list(cfg.age_head.group_edges),
+        "gender_conditioned": variant.gender_conditioned,
+        "attribute_names": list(attribute_names) if "attributes" in variant.tasks else [],
+    }
+    model = MultiTaskModel(
+        trunk,
+        variant.tasks,
+        trunk_meta["embedding_size"],
+        age_head=variant.age_head,
+        max_age=cfg.age_head.max_age,
+        group_edges=cfg.age_head.group_edges,
+        gender_conditioned=variant.gender_conditioned,
+        attributes=len(heads_meta["attribute_names"]),
+    )
+    return model, {**trunk_meta, **heads_meta}
 
 
 @dataclass(frozen=True)
@@ -86,6 +143,13 @@ class Batches:
     std: tuple[float, ...]
     device: torch.device
     channels_last: bool = False
+    age_cfg: AgeHeadConfig = field(default_factory=AgeHeadConfig)
+
+    def targets(self, idx: torch.Tensor, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training targets of the rows ``idx`` (landmarks already moved by augmentation)."""
+        d, dev = self.data, self.device
+        attrs = None if d.attributes is None else d.attributes[idx].to(dev)
+        return self.codec.encode(d.gender[idx].to(dev), d.age[idx].to(dev), landmarks, attrs)
 
 
 def train_one_epoch(
@@ -94,7 +158,7 @@ def train_one_epoch(
     b: Batches,
     optim: OptimConfig,
     aug: AugmentConfig,
-    weights: dict[str, float],
+    weighting: dict[str, float] | LossWeighting,
     epoch: int,
     seed: int,
 ) -> dict[str, float]:
@@ -114,17 +178,20 @@ def train_one_epoch(
         x, lm = augment(x, b.data.landmarks[idx].to(b.device, non_blocking=True), aug, generator)
         if b.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        targets = b.codec.encode(b.data.gender[idx].to(b.device), b.data.age[idx].to(b.device), lm)
+        targets = b.targets(idx, lm)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
             outputs = model(x)
-        losses = multitask_loss(outputs, targets, weights)
+        losses = multitask_loss(outputs, targets, weighting, b.codec.age_head, b.age_cfg)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v.detach()
         count += 1
-    return {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
+    row = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
+    if isinstance(weighting, LossWeighting):  # where uncertainty weighting has moved the weights
+        row.update({f"weight_{t}": w for t, w in weighting.weights().items()})
+    return row
 
 
 @torch.no_grad()
@@ -137,6 +204,8 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
             pred = b.codec.decode(model(x))
         true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
+        if b.data.attributes is not None:
+            true["attributes"] = b.data.attributes[idx]
         sums.update(pred, {k: v.to(b.device) for k, v in true.items()})
     return sums.compute()
 
@@ -153,25 +222,35 @@ def finetune(
     resume_path: Path | None,
     on_epoch: Callable[[dict[str, float]], None],
 ) -> tuple[MultiTaskModel, dict[str, Any], list[dict[str, float]]]:
-    """Train one variant; returns the model, its checkpoint meta and the per-epoch history."""
+    """Train one variant at one seed; returns the model, its checkpoint meta and the history.
+
+    A ``frac<P>`` variant trains on a subset of the training images drawn with ``seed``, so the
+    seeds of a data-efficiency point differ in both initialisation and the images they see.
+    """
     torch.manual_seed(seed)
-    train, val = load_split(store, split_file, ("train",)), load_split(store, split_file, ("val",))
-    codec = LabelCodec.fit(train)
-    model, trunk_meta = build_model(variant, cfg, train.size, identity_checkpoint)
+    train = subset(load_split(store, split_file, ("train",)), variant.fraction, seed)
+    val = load_split(store, split_file, ("val",))
+    codec = LabelCodec.fit(
+        train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
+    )
+    model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
     net = prepare(model, device, cfg.accel)  # what we call; ``model`` is what we optimise and save
     mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
     nhwc = device.type == "cuda" and cfg.accel.channels_last
-    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, nhwc) for d in (train, val))
-    optimizer = make_optimizer(model, cfg.optim)
+    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, nhwc, cfg.age_head) for d in (train, val))
+    weighting: dict[str, float] | LossWeighting = dict(cfg.loss_weights)
+    modules: dict[str, nn.Module] = {"model": model}
+    if variant.uncertainty_weighting:
+        weighting = LossWeighting(variant.tasks).to(device)
+        modules["weighting"] = weighting
+    optimizer = make_optimizer(nn.ModuleList(modules.values()), cfg.optim)
     init = identity_checkpoint if variant.pretraining == "identity" else None
     key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init, code_fingerprint())
     history = fit(
-        modules={"model": model},
+        modules=modules,
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
-        train_epoch=lambda e: train_one_epoch(
-            net, optimizer, tb, cfg.optim, cfg.augment, dict(cfg.loss_weights), e, seed
-        ),
+        train_epoch=lambda e: train_one_epoch(net, optimizer, tb, cfg.optim, cfg.augment, weighting, e, seed),
         validate=lambda: {f"val_{k}": v for k, v in evaluate(net, vb, EVAL_BATCH_SIZE).items()},
         resume_path=resume_path,
         resume_key=key,
@@ -181,8 +260,8 @@ def finetune(
         "kind": "multitask",
         "variant": variant.name,
         "pretraining": variant.pretraining,
-        "tasks": list(variant.tasks),
-        **trunk_meta,
+        **model_meta,
+        "train_images": len(train),
         "input_size": train.size,
         "mean": list(mean),
         "std": list(std),

@@ -1,4 +1,4 @@
-"""Identity pretraining: a trunk learns to tell people apart (ArcFace margin), then is saved alone.
+"""Identity pretraining: a trunk learns to tell people apart (margin softmax), then is saved alone.
 
 Verification accuracy on held-out identities follows the LFW protocol (PROTOCOLS.md): flip-sum
 L2-normalised embeddings, squared L2 distance, 10 folds with the threshold chosen on the others.
@@ -20,7 +20,7 @@ from faceattr.config import PretrainIdentityConfig, to_dict
 from faceattr.data.align import template
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
-from faceattr.models.heads import ArcFaceHead
+from faceattr.models.heads import MarginHead
 from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, for_device, load_split, to_input
 from faceattr.train.finetune import EVAL_BATCH_SIZE
 from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
@@ -75,7 +75,7 @@ def verify(trunk: nn.Module, data: FaceTensors, pairs: dict[str, np.ndarray], de
 
 def train_one_epoch(
     trunk: nn.Module,
-    head: ArcFaceHead,
+    head: MarginHead,
     optimizer: torch.optim.Optimizer,
     data: FaceTensors,
     cfg: PretrainIdentityConfig,
@@ -83,7 +83,7 @@ def train_one_epoch(
     seed: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """One epoch of ArcFace classification over the pretraining identities."""
+    """One epoch of margin-softmax classification over the pretraining identities."""
     trunk.train(), head.train()
     generator = seed_epoch(seed, epoch)
     optim = cfg.optim
@@ -122,14 +122,17 @@ def pretrain_identity(
     resume_path: Path | None,
     on_epoch: Callable[[dict[str, float]], None],
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
-    """Train a trunk with an ArcFace head; returns the trunk, its checkpoint meta and the history."""
+    """Train a trunk with a margin head; returns the trunk, its checkpoint meta and the history."""
     torch.manual_seed(seed)
     train = load_split(store, split_file, ("pretrain",))
     held = load_split(store, split_file, ("verify",))
     pairs = make_pairs(held.identity.numpy(), cfg.verify_folds, cfg.verify_pairs_per_fold, seed)
     train = for_device(train, device)
     trunk = create_backbone(cfg.backbone, input_size=train.size, embedding_size=cfg.embedding_size, width=cfg.width)
-    head = ArcFaceHead(cfg.embedding_size, len(train.identity_names), cfg.margin_s, cfg.margin_m).to(device)
+    m = cfg.margin
+    head = MarginHead(
+        cfg.embedding_size, len(train.identity_names), kind=m.head, s=m.s, m1=m.m1, m2=m.m2, m3=m.m3, h=m.h
+    ).to(device)
     net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
     key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", code_fingerprint())
@@ -149,6 +152,7 @@ def pretrain_identity(
         "backbone": cfg.backbone,
         "width": cfg.width,
         "embedding_size": cfg.embedding_size,
+        "stem": "imagenet",
         "input_size": train.size,
         "mean": list(MEAN),
         "std": list(STD),
