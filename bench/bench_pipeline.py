@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+from _common import table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,11 +42,16 @@ def main() -> None:
         params.write_text(re.sub(r"(?m)^  decimals: 2", "  decimals: 3", params.read_text()))
         t_report, out = timed(["dvc", "repro"], work)
         ran = sorted(set(re.findall(r"Running stage '([^']+)'", out)))
-    print(f"\npipeline overhead (times in seconds; ratio = baseline / time, so < 1 is slower)")
-    table("", [("dvc version (start-up)", 1 / t_version, f"{t_version:.2f} s"),
-               ("dvc repro, nothing changed", 1 / t_noop, f"{t_noop:.2f} s (goal < 5 s)"),
-               ("dvc repro after report.decimals 2 -> 3", 1 / t_report, f"{t_report:.2f} s, ran {ran}")],
-          baseline="dvc version (start-up)")
+    print("\npipeline overhead (times in seconds; ratio = baseline / time, so < 1 is slower)")
+    table(
+        "",
+        [
+            ("dvc version (start-up)", 1 / t_version, f"{t_version:.2f} s"),
+            ("dvc repro, nothing changed", 1 / t_noop, f"{t_noop:.2f} s (goal < 5 s)"),
+            ("dvc repro after report.decimals 2 -> 3", 1 / t_report, f"{t_report:.2f} s, ran {ran}"),
+        ],
+        baseline="dvc version (start-up)",
+    )
 
 
 if __name__ == "__main__":

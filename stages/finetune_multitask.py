@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seed": args.seed,
     }
     info = init_distributed()  # one process unless started by torchrun
-    with tracked_run("finetune_multitask", params, variant=name) as tracker:
+    tags = {"faceattr.seed": str(args.seed), "faceattr.variant_family": variant.name}
+    with tracked_run("finetune_multitask", params, variant=name, tags=tags) as tracker:
         reason = missing_weights(variant, cfg)
         if reason is not None:  # finetune_multitask.imagenet_missing: not_run
             log.error("%s not run: %s", name, reason)

@@ -39,8 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     dataset = load_section(args.params, "download", DownloadConfig).dataset
     with tracked_run("report", to_dict(cfg)) as tracker:
         out = Path(args.out)
-        curves = read_curves(Path(args.curves))
         evaluation = read_json(args.evaluation)
+        # only the runs evaluated now: a variant dropped from params may have left its curve behind
+        curves = {k: v for k, v in read_curves(Path(args.curves)).items() if k in evaluation["runs"]}
+
         build_report(
             evaluation,
             read_json(args.pretrain),

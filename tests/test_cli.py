@@ -31,7 +31,8 @@ def test_every_preset_names_real_params(monkeypatch) -> None:
 def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1
-    assert "unknown preset 'agedb2'; choose from ['agedb', 'celeba', 'paper', 'utkface']" in capsys.readouterr().err
+    names = "['agedb', 'celeba', 'first_paper', 'paper_recipe', 'second_paper', 'third_paper', 'utkface']"
+    assert f"unknown preset 'agedb2'; choose from {names}" in capsys.readouterr().err
 
 
 def test_check_params(tmp_path, capsys) -> None:
@@ -42,3 +43,28 @@ def test_check_params(tmp_path, capsys) -> None:
     bad.write_text(yaml.safe_dump(params))
     assert main(["check-params", str(bad)]) == 1
     assert "tasks must be distinct names" in capsys.readouterr().err
+
+
+def test_every_preset_applies_through_dvcs_override_parser(tmp_path, capsys, monkeypatch) -> None:
+    """`dvc exp run $(faceattr preset X)` must parse: lists and nested lists in Hydra's grammar."""
+    import shlex
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from faceattr.config import SECTIONS, parse
+
+    monkeypatch.chdir(ROOT)
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        assert main(["preset", preset.stem]) == 0
+        args = shlex.split(capsys.readouterr().out)
+        apply_overrides(str(tmp_path / "params.yaml"), args[1::2])
+        applied = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        for key, value in yaml.safe_load(preset.read_text()).items():
+            node = applied
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, f"{preset.name}: {key}"
+        for name, cls in SECTIONS.items():
+            parse(cls, applied[name], name)

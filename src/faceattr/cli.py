@@ -56,6 +56,16 @@ def _check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _override_value(value: object) -> str:
+    """A value in DVC's (Hydra's) override grammar: JSON, except that dictionary keys are bare
+    (Hydra rejects quoted keys) and numbers print plainly (YAML's dump would add a ``...`` line)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_override_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def _preset(args: argparse.Namespace) -> int:
     """Print a preset's params as ``-S key=value`` arguments for ``dvc exp run``."""
     import shlex
@@ -70,8 +80,9 @@ def _preset(args: argparse.Namespace) -> int:
     overrides = yaml.safe_load(path.read_text()) or {}
     parts = []
     for key, value in overrides.items():
-        text = value if isinstance(value, str) else json.dumps(value)  # JSON is YAML flow syntax
+        text = value if isinstance(value, str) else _override_value(value)
         parts += ["-S", shlex.quote(f"{key}={text}")]
+
     print(" ".join(parts))
     return 0
 

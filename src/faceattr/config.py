@@ -318,13 +318,18 @@ class EvaluateConfig:
     batch_size: int = 256
     bootstrap: int = 2000  # resamples of the test images for CIs and paired comparisons
     confidence: float = 0.95
-    ensembles: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    ensembles: tuple[tuple[str, ...], ...] = ()  # each: the member variants, averaged
 
     def __post_init__(self) -> None:
         if self.bootstrap < 100 or not 0.5 < self.confidence < 1:
             raise ValueError("bootstrap must be >= 100 and confidence in (0.5, 1)")
-        if any(len(m) < 2 for m in self.ensembles.values()):
+        if any(len(m) < 2 for m in self.ensembles):
             raise ValueError("an ensemble needs at least two member variants")
+
+    @property
+    def ensemble_members(self) -> dict[str, tuple[str, ...]]:
+        """Each ensemble by its name, ``ensemble(<variant>,<variant>...)``."""
+        return {f"ensemble({','.join(m)})": m for m in self.ensembles}
 
 
 @dataclass(frozen=True)

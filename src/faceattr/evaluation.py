@@ -469,7 +469,7 @@ def evaluate_variants(
     val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device)
     runs = load_runs(variants, seeds, model_dir, test, cfg, edges, device)
     for r in (runs, val_runs):
-        add_ensembles(r, cfg.ensembles, data["val"] if r is val_runs else test, edges, cfg.cs_threshold)
+        add_ensembles(r, cfg.ensemble_members, data["val"] if r is val_runs else test, edges, cfg.cs_threshold)
     results["runs"] = {
         run_name(name, seed): {
             "test": summarise(runs.scores[name][seed], cfg.cs_threshold),
@@ -479,7 +479,7 @@ def evaluate_variants(
         for seed in runs.scores[name]
     }
     stats: dict[str, Any] = {}
-    for name in [*variants, *cfg.ensembles]:
+    for name in [*variants, *cfg.ensemble_members]:
         if name in runs.not_run:
             stats[name] = {"status": "not run", "reason": runs.not_run[name]}
             continue
@@ -489,11 +489,11 @@ def evaluate_variants(
             **variant_statistics(runs.scores[name], cfg),
             "breakdown": breakdowns(merged, test, edges, test.attribute_names),
         }
-        if name in cfg.ensembles:
-            stats[name]["members"] = list(cfg.ensembles[name])
+        if name in cfg.ensemble_members:
+            stats[name]["members"] = list(cfg.ensemble_members[name])
 
     results["variants"] = stats
-    results["comparisons"] = compare(runs, comparison_pairs(variants, cfg.ensembles), cfg)
+    results["comparisons"] = compare(runs, comparison_pairs(variants, cfg.ensemble_members), cfg)
     results["data_efficiency"] = data_efficiency(stats, variants)
     save_predictions(runs, test, predictions_dir)
     for name in variants:

@@ -128,16 +128,24 @@ def _parent_run(client: Any, experiment_id: str, commit: str) -> str:
 
 @contextmanager
 def tracked_run(
-    stage: str, params: Mapping[str, Any], variant: str | None = None, params_hash: str = ""
+    stage: str,
+    params: Mapping[str, Any],
+    variant: str | None = None,
+    params_hash: str = "",
+    tags: Mapping[str, str] | None = None,
 ) -> Iterator[Run]:
-    """Start a run for ``stage`` (and ``variant``), log ``params``, end it FINISHED or FAILED."""
+    """Start a run for ``stage`` (and ``variant``), log ``params``, end it FINISHED or FAILED.
+
+    ``tags`` are extra run tags (a fine-tuning run's seed and variant without the seed, so the
+    MLflow UI can group a variant's seeds).
+    """
     if not enabled():
         yield Run()
         return
     client = _client()
     experiment_id = _experiment_id(client)
     commit = git_commit()
-    tags = {
+    run_tags = {
         "faceattr.stage": stage,
         "faceattr.pipeline": commit,
         "faceattr.params_hash": params_hash,
@@ -145,9 +153,10 @@ def tracked_run(
         "mlflow.parentRunId": _parent_run(client, experiment_id, commit),
     }
     if variant:
-        tags["faceattr.variant"] = variant
+        run_tags["faceattr.variant"] = variant
+    run_tags.update(tags or {})
     name = f"{stage}/{variant}" if variant else stage
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run = client.create_run(experiment_id, run_name=name, tags=run_tags)
     tracker = Run(client, run.info.run_id)
     from mlflow.entities import Param
 
