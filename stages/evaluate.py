@@ -9,7 +9,7 @@ from pathlib import Path
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
-from faceattr.evaluation import evaluate_variants
+from faceattr.evaluation import evaluate_variants, summarise_results
 from faceattr.io import write_json
 from faceattr.stage import parser, run
 from faceattr.tracking import find_variant_run, tracked_run
@@ -22,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--models", required=True, help="folder with <variant>-s<seed>/model.pt")
     p.add_argument("--store", required=True, help="packed aligned-face store")
     p.add_argument("--split", required=True, help="split CSV")
-    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--out", required=True, help="everything evaluated (JSON, read by report)")
+    p.add_argument("--summary", required=True, help="DVC metrics: per variant mean, std and CI of each metric")
     p.add_argument("--predictions", required=True, help="folder for per-run test predictions and figures")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
@@ -40,12 +41,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             Path(args.predictions),
         )
         write_json(results, args.out)
-        summary = {
-            name: {m: {k: s[k] for k in ("mean", "std", "ci_low", "ci_high")} for m, s in st.items() if "mean" in s}
-            for name, st in results["variants"].items()
-            if st["status"] == "ok"
-        }
-        tracker.log_metrics({"images": results["images"], "baseline": results["baseline"], "variants": summary})
+        summary = summarise_results(results)
+        write_json(summary, args.summary)
+        tracker.log_metrics(summary)
 
         for name, by_split in results["runs"].items():  # test metrics join the run's own MLflow run
             find_variant_run(name).log_metrics({f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()})

@@ -137,6 +137,8 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["split.csv"]),
             "--out",
             str(p["metrics"] / "evaluate.json"),
+            "--summary",
+            str(p["metrics"] / "summary.json"),
             "--predictions",
             str(p["predictions"]),
         ]

@@ -84,6 +84,7 @@ def test_comparisons_are_the_papers_questions() -> None:
         "face_resnet18-identity-gender+age+landmarks-dldl",
         "attn_cnn-none-gender+age-group",
         "attn_cnn-none-gender+age-group-cond",
+        "face_resnet18-none-gender+age+landmarks-frac10",
     ]
     pairs = {
         (a, b): (q, m) for a, b, q, m in comparison_pairs(names, {"ens": ("attn_cnn-none-gender+age-group", names[3])})
@@ -98,5 +99,8 @@ def test_comparisons_are_the_papers_questions() -> None:
         ("gender_acc", "age_mae", "age_group_acc"),
     )
     assert pairs[("ens", names[3])][0] == "ensemble vs member"
-    assert not any(names[5] in pair for pair in pairs), "fractions are data-efficiency points, not comparisons"
+    assert [p for p in pairs if names[5] in p] == [(names[5], names[9])], "a fraction: only pretraining, same fraction"
+    assert (
+        pairs[(names[5], names[9])][0] == "data efficiency: identity pretraining vs none at 10 % of the training images"
+    )
     assert (names[1], names[0]) not in pairs and (names[4], names[0]) not in pairs, "one direction per question"

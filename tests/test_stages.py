@@ -54,6 +54,9 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     assert questions[("resnet18-imagenet-gender", "resnet18-none-gender", "gender_acc")]["status"] == "not run"
     curve = ev["data_efficiency"][TINY_VARIANTS[0]]["age_mae"]
     assert [p["fraction"] for p in curve] == [0.5, 1.0]
+    summary = json.loads((m / "summary.json").read_text())
+    assert summary["variants"][TINY_VARIANTS[0]]["age_mae"]["mean"] == full["age_mae"]["mean"]
+    assert "resnet18-imagenet-gender" not in summary["variants"] and summary["images"] == ev["images"]["test"]
     predictions = (pipeline["predictions"] / f"{TINY_VARIANTS[0]}-s0.csv").read_text().splitlines()
     assert len(predictions) == 1 + ev["images"]["test"]
     report = (pipeline["reports"] / "report.md").read_text()
@@ -264,3 +267,87 @@ def test_sigkilled_stage_resumes_to_the_uninterrupted_weights(pipeline, tmp_path
         torch.testing.assert_close(again[k], v, rtol=0, atol=0, msg=f"weights differ at {k}")
     curve = (tmp_path / "killed" / "c.csv").read_text()
     assert curve == (tmp_path / "full" / "c.csv").read_text() and "weight_age" in curve
+
+
+def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, tmp_path) -> None:
+    """Age groups, gender conditioning, the attentional CNN, an ensemble and the attribute head,
+    end to end: the report gets the second paper's table, confusion matrix and attention maps,
+    and the attribute table."""
+    params = yaml.safe_load(pipeline["params"].read_text())
+    variants = [
+        "attn_cnn-none-gender+age-group-cond",
+        "face_resnet18-none-gender+age-group-cond",
+        "face_resnet18-none-gender+age-group",
+        "face_resnet18-identity-attributes-uw",
+    ]
+    params["finetune_multitask"].update(variants=variants, seeds=[0, 1])
+    params["evaluate"]["ensembles"] = [variants[:2]]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    models, curves = tmp_path / "models", tmp_path / "curves"
+    for variant in variants:
+        for seed in (0, 1):
+            run = f"{variant}-s{seed}"
+            argv = training_argv(pipeline, path, tmp_path)
+            argv[argv.index("--out") + 1] = str(models / run / "model.pt")
+            argv[argv.index("--curve") + 1] = str(curves / f"{run}.csv")
+            argv[argv.index("--resume") + 1] = str(tmp_path / f"{run}.pt")
+            identity = str(pipeline["models"] / "pretrain_identity" / "trunk.pt")
+            load_stage("finetune_multitask").main(
+                [*argv, "--variant", variant, "--seed", str(seed), "--identity", identity]
+            )
+    common = ["--params", str(path), "--store", str(pipeline["aligned"]), "--split", str(pipeline["split.csv"])]
+    evaluation, predictions = tmp_path / "evaluate.json", tmp_path / "predictions"
+    load_stage("evaluate").main(
+        [
+            *common,
+            "--models",
+            str(models),
+            "--out",
+            str(evaluation),
+            "--summary",
+            str(tmp_path / "s.json"),
+            "--predictions",
+            str(predictions),
+        ]
+    )
+    ev = json.loads(evaluation.read_text())
+    ensemble = f"ensemble({variants[0]},{variants[1]})"
+    assert ev["variants"][ensemble]["members"] == variants[:2]
+    assert {"age_group_acc", "age_aabd", "gender_acc"} <= set(ev["variants"][ensemble])
+    confusion = ev["variants"][variants[0]]["breakdown"]["age_group_confusion"]
+    assert len(confusion["bands"]) == 8 and sum(map(sum, confusion["counts"])) == 2 * ev["images"]["test"]
+    attrs = ev["variants"][variants[3]]["breakdown"]["attributes"]
+    assert set(attrs) == {"eyeglasses", "smiling", "beard", "bangs"}
+    questions = {c["question"] for c in ev["comparisons"]}
+    assert {"gender-conditioned age vs plain", "ensemble vs member"} <= questions
+    assert (predictions / "figures" / f"attention-{variants[0]}.png").is_file()
+    report = tmp_path / "report.md"
+    load_stage("report").main(
+        [
+            "--params",
+            str(path),
+            "--evaluation",
+            str(evaluation),
+            "--pretrain",
+            str(pipeline["metrics"] / "pretrain_identity.json"),
+            "--curves",
+            str(curves),
+            "--out",
+            str(report),
+            "--figures",
+            str(tmp_path / "figures"),
+            "--vega-template",
+            str(tmp_path / "vega.html"),
+            "--dvc-curves",
+            str(tmp_path / "curves.csv"),
+            "--dvc-efficiency",
+            str(tmp_path / "eff.csv"),
+            "--attention",
+            str(predictions / "figures"),
+        ]
+    )
+    text = report.read_text()
+    assert "Second paper" in text and "confusion.png" in text and f"attention-{variants[0]}.png" in text
+    assert "Attributes (third paper's table)" in text and "| smiling |" in text
+    assert (tmp_path / "figures" / "confusion.png").is_file()

@@ -312,7 +312,10 @@ def comparison_pairs(
     parsed = {n: parse_variant(n) for n in names}
     pairs = []
     for (na, a), (nb, b) in permutations(parsed.items(), 2):
-        if a.fraction != 100 or b.fraction != 100:
+        if a.fraction != 100 or b.fraction != 100:  # data-efficiency points: pretraining only
+            if _same_but(a, b, "pretraining") and a.pretraining != "none" and b.pretraining == "none":
+                q = f"data efficiency: {a.pretraining} pretraining vs none at {a.fraction} % of the training images"
+                pairs.append((na, nb, q, tuple(m for t in a.tasks for m in TASK_METRICS[t])))
             continue
         if _same_but(a, b, "pretraining") and a.pretraining != "none" and b.pretraining == "none":
             q = f"{a.pretraining} pretraining vs none"
@@ -437,6 +440,17 @@ def attention_figure(model_dir: Path, run: str, data: FaceTensors, path: Path, i
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def summarise_results(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers worth a `dvc metrics diff`: test images, baselines, and per variant the
+    mean, std and CI of each metric (variants that did not run are left out)."""
+    variants = {
+        name: {m: {k: s[k] for k in ("mean", "std", "ci_low", "ci_high")} for m, s in st.items() if "mean" in s}
+        for name, st in results["variants"].items()
+        if st["status"] == "ok"
+    }
+    return {"images": results["images"]["test"], "baseline": results["baseline"]["test"], "variants": variants}
 
 
 def evaluate_variants(

@@ -121,14 +121,16 @@ def table2(ev: Mapping[str, Any], d: int) -> str:
 
 def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None = None) -> list[str]:
     """One line per paired comparison: the difference, its CI, p and the verdict."""
-    lines = []
+    lines, not_run = [], set()
     for c in ev["comparisons"]:
         if questions is not None and not any(c["question"].startswith(q) for q in questions):
             continue
-        head = f"- *{c['question']}*, {METRIC_LABEL.get(c['metric'], c['metric'])}: `{c['a']}` vs `{c['b']}`"
         if c["status"] != "ok":
-            lines.append(f"{head}: **not run** (no statistics)")
+            if (c["a"], c["b"]) not in not_run:
+                lines.append(f"- *{c['question']}*: `{c['a']}` vs `{c['b']}`: **not run** (no statistics)")
+            not_run.add((c["a"], c["b"]))
             continue
+        head = f"- *{c['question']}*, {METRIC_LABEL.get(c['metric'], c['metric'])}: `{c['a']}` vs `{c['b']}`"
         pct, dd = c["metric"] in PERCENT, _dec(c["metric"], d)
         unit = " pp" if pct else ""
         diff = f"{'+' if c['diff'] >= 0 else ''}{_fmt(c['diff'], dd, pct)}{unit}"
@@ -451,6 +453,10 @@ def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, 
         _link(fig, out_md),
         "",
         _table(["Variant", "Metric", *(f"point {i + 1}" for i in range(width - 2))], rows),
+        "",
+        "Significance at each training fraction (paired, same test images):",
+        "",
+        *significance(ev, d, ("data efficiency",)),
         "",
     ]
 
