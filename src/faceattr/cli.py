@@ -57,18 +57,18 @@ def _check_params(args: argparse.Namespace) -> int:
 
 
 def _override_value(value: object) -> str:
-    """A value in DVC's (Hydra's) override grammar: JSON, except that dictionary keys are bare
+    """A value in DVC's (Hydra's) override grammar, without spaces: `$(faceattr preset X)` is split
+    on whitespace and never unquoted by the shell. JSON, except that dictionary keys are bare
     (Hydra rejects quoted keys) and numbers print plainly (YAML's dump would add a ``...`` line)."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_override_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_override_value(v) for v in value) + "]"
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
     return json.dumps(value)
 
 
 def _preset(args: argparse.Namespace) -> int:
     """Print a preset's params as ``-S key=value`` arguments for ``dvc exp run``."""
-    import shlex
 
     import yaml
 
@@ -81,7 +81,10 @@ def _preset(args: argparse.Namespace) -> int:
     parts = []
     for key, value in overrides.items():
         text = value if isinstance(value, str) else _override_value(value)
-        parts += ["-S", shlex.quote(f"{key}={text}")]
+        if any(c.isspace() for c in f"{key}{text}"):
+            print(f"error: preset '{args.name}': '{key}' has whitespace, which $(...) would split", file=sys.stderr)
+            return 1
+        parts += ["-S", f"{key}={text}"]
 
     print(" ".join(parts))
     return 0
