@@ -140,7 +140,9 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
             verdict += "" if c.get("significant_holm") else " (not after Holm correction)"
         else:
             verdict = "not significant"
-        lines.append(f"{head}: {diff} {ci}, p = {c['p']:.3f} ({c['images']} paired images): {verdict}")
+        # no resample on the far side of zero: the p-value is below the bootstrap's resolution
+        p = f"p < {2 / ev['protocol']['bootstrap']:.2g}" if c["p"] == 0 else f"p = {c['p']:.3f}"
+        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images): {verdict}")
     return lines or ["- (no such pairs among the variants run)"]
 
 
