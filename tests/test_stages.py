@@ -349,5 +349,6 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
     )
     text = report.read_text()
     assert "Second paper" in text and "confusion.png" in text and f"attention-{variants[0]}.png" in text
+    assert text.count(f"| `{ensemble}` |") == 2, "once in the second paper's table, once in all variants"
     assert "Attributes (third paper's table)" in text and "| smiling |" in text
     assert (tmp_path / "figures" / "confusion.png").is_file()

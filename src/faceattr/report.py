@@ -468,7 +468,7 @@ def _paper2_section(
 ) -> list[str]:
     names = _has(ev, "age_group_acc")
     ensembles = [n for n in names if "members" in ev["variants"][n]]
-    show = [n for n in names if "-group" in n] + ensembles
+    show = [n for n in names if "-group" in n and n not in ensembles] + ensembles
     if not show:
         return []
     edges = ev["protocol"]["age_group_edges"]
