@@ -216,7 +216,7 @@ def test_sigkilled_stage_resumes_to_the_uninterrupted_weights(pipeline, tmp_path
     identity = str(pipeline["models"] / "pretrain_identity" / "trunk.pt")
 
     def command(folder) -> list[str]:
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         argv = training_argv(pipeline, path, folder)
         return [
             sys.executable,
@@ -242,24 +242,7 @@ def test_sigkilled_stage_resumes_to_the_uninterrupted_weights(pipeline, tmp_path
     assert killed.wait(timeout=60) == -signal.SIGKILL
     at_kill = torch.load(state, weights_only=True)["epoch"]
     assert 3 <= at_kill < 30 and not (tmp_path / "killed" / "o.pt").exists()
-    argv = training_argv(pipeline, path, tmp_path / "killed")
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "stages" / "finetune_multitask.py"),
-            *argv,
-            "--variant",
-            "face_resnet18-identity-gender+age-uw",
-            "--seed",
-            "1",
-            "--identity",
-            identity,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = subprocess.run(command(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and f"resuming from {state} at epoch {at_kill}/30" in resumed.stderr
     full, _ = load_checkpoint(tmp_path / "full" / "o.pt")
     again, _ = load_checkpoint(tmp_path / "killed" / "o.pt")
