@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from faceattr.config import DownloadConfig, ReportConfig, load_section, to_dict
+from faceattr.config import DatasetsConfig, ReportConfig, load_section, to_dict
 from faceattr.io import read_json
 from faceattr.report import (
     build_report,
@@ -34,9 +34,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dvc-curves", required=True, help="CSV of seed-averaged curves for `dvc plots show`")
     p.add_argument("--dvc-efficiency", required=True, help="CSV of data-efficiency points for `dvc plots show`")
     p.add_argument("--attention", required=True, help="folder of attention-map figures from evaluate")
+    p.add_argument("--split-metrics", required=True, help="split stage's metrics JSON (what the split groups by)")
+    p.add_argument("--align-metrics", required=True, help="the fine-tuning role's align metrics JSON")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "report", ReportConfig)
-    dataset = load_section(args.params, "download", DownloadConfig).dataset
+    datasets = load_section(args.params, "datasets", DatasetsConfig)
+    data = {
+        **{
+            role: {"dataset": d.dataset, "source": d.source}
+            for role, d in (("pretrain", datasets.pretrain), ("finetune", datasets.finetune))
+        },
+        "split": read_json(args.split_metrics),
+        "align": read_json(args.align_metrics),
+    }
     with tracked_run("report", to_dict(cfg)) as tracker:
         out = Path(args.out)
         evaluation = read_json(args.evaluation)
@@ -50,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cfg,
             out,
             Path(args.figures),
-            dataset,
+            data,
             Path(args.attention),
         )
         write_offline_template(Path(args.vega_template))

@@ -38,7 +38,8 @@ def load_stage(name: str) -> ModuleType:
 def tiny_params(tmp: Path) -> Path:
     """The project's params.yaml shrunk to seconds of CPU work."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["download"]["synthetic"].update(identities=40, images_per_identity=4, image_size=64)
+    for role in ("pretrain", "finetune"):
+        params["datasets"][role]["synthetic"].update(identities=20, images_per_identity=4, image_size=64)
     params["align"]["size"] = 32
     for section in ("pretrain_identity", "finetune_multitask"):
         params[section].update(width=4, embedding_size=16)
@@ -53,43 +54,62 @@ def tiny_params(tmp: Path) -> Path:
 
 
 def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -> dict[str, Path]:
-    """Every stage's ``main(argv)`` in order, as dvc.yaml wires them."""
-    names = ("raw", "aligned", "split.csv", "models", "ckpt", "metrics", "plots", "reports", "predictions")
+    """Every stage's ``main(argv)`` in order, as dvc.yaml wires them (both data roles)."""
+    names = ("raw", "aligned", "splits", "models", "ckpt", "metrics", "plots", "reports", "predictions")
     p = {k: tmp / k for k in names}
     a = ["--params", str(params)]
-    load_stage("download").main([*a, "--out", str(p["raw"]), "--metrics", str(p["metrics"] / "download.json")])
-    load_stage("align").main(
-        [
-            *a,
-            "--raw",
-            str(p["raw"]),
-            "--out",
-            str(p["aligned"]),
-            "--dropped",
-            str(p["metrics"] / "dropped.csv"),
-            "--metrics",
-            str(p["metrics"] / "align.json"),
-        ]
-    )
+    for role in ("pretrain", "finetune"):
+        load_stage("download").main(
+            [
+                *a,
+                "--role",
+                role,
+                "--out",
+                str(p["raw"] / role),
+                "--metrics",
+                str(p["metrics"] / f"download_{role}.json"),
+            ]
+        )
+        load_stage("align").main(
+            [
+                *a,
+                "--raw",
+                str(p["raw"] / role),
+                "--out",
+                str(p["aligned"] / role),
+                "--dropped",
+                str(p["metrics"] / f"dropped_{role}.csv"),
+                "--metrics",
+                str(p["metrics"] / f"align_{role}.json"),
+            ]
+        )
     load_stage("split").main(
         [
             *a,
-            "--labels",
-            str(p["aligned"] / "labels.csv"),
+            "--pretrain-labels",
+            str(p["aligned"] / "pretrain" / "labels.csv"),
+            "--finetune-labels",
+            str(p["aligned"] / "finetune" / "labels.csv"),
+            "--pretrain-raw",
+            str(p["raw"] / "pretrain"),
             "--out",
-            str(p["split.csv"]),
+            str(p["splits"]),
             "--metrics",
             str(p["metrics"] / "split.json"),
         ]
     )
+    p["split.csv"] = p["splits"] / "finetune.csv"  # what fine-tuning and evaluate read
+    p["store"] = p["aligned"] / "finetune"
     trunk = p["models"] / "pretrain_identity" / "trunk.pt"
     load_stage("pretrain_identity").main(
         [
             *a,
             "--store",
-            str(p["aligned"]),
+            str(p["aligned"] / "pretrain"),
             "--split",
-            str(p["split.csv"]),
+            str(p["splits"] / "pretrain.csv"),
+            "--raw",
+            str(p["raw"] / "pretrain"),
             "--out",
             str(trunk),
             "--resume",
@@ -111,7 +131,7 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
                 "--seed",
                 str(seed),
                 "--store",
-                str(p["aligned"]),
+                str(p["store"]),
                 "--split",
                 str(p["split.csv"]),
                 "--identity",
@@ -132,7 +152,7 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             "--models",
             str(p["models"] / "finetune"),
             "--store",
-            str(p["aligned"]),
+            str(p["store"]),
             "--split",
             str(p["split.csv"]),
             "--out",
@@ -164,20 +184,26 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["plots"] / "data_efficiency.csv"),
             "--attention",
             str(p["predictions"] / "figures"),
+            "--split-metrics",
+            str(p["metrics"] / "split.json"),
+            "--align-metrics",
+            str(p["metrics"] / "align_finetune.json"),
         ]
     )
     return p
 
 
-def training_argv(pipeline: dict[str, Path], params: Path, tmp: Path) -> list[str]:
-    """Arguments every training stage takes, reading the tiny pipeline and writing into ``tmp``."""
+def training_argv(pipeline: dict[str, Path], params: Path, tmp: Path, role: str = "finetune") -> list[str]:
+    """Arguments every training stage takes, reading the tiny pipeline's ``role`` and writing into ``tmp``."""
+    extra = ["--raw", str(pipeline["raw"] / "pretrain")] if role == "pretrain" else []
     return [
+        *extra,
         "--params",
         str(params),
         "--store",
-        str(pipeline["aligned"]),
+        str(pipeline["aligned"] / role),
         "--split",
-        str(pipeline["split.csv"]),
+        str(pipeline["splits"] / f"{role}.csv"),
         "--out",
         str(tmp / "o.pt"),
         "--resume",

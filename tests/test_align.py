@@ -47,7 +47,8 @@ def test_align_face_puts_marked_points_on_the_template() -> None:
     image = np.zeros((240, 240, 3), np.uint8)
     for x, y in points:
         image[int(y) - 2 : int(y) + 3, int(x) - 2 : int(x) + 3] = 255
-    crop, aligned = align_face(Image.fromarray(image), points + 0.5, size)  # dot centres
+    face = align_face(Image.fromarray(image), points + 0.5, size)  # dot centres
+    crop, aligned = face.crop, face.landmarks
     np.testing.assert_allclose(aligned, template(size), atol=1e-6)
     for x, y in template(size):
         patch = crop[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2]
@@ -65,7 +66,8 @@ def test_mtcnn_aligns_a_real_face() -> None:
     assert det is not None and det.probability > 0.99
     left_eye, right_eye = det.landmarks[0], det.landmarks[1]
     assert left_eye[0] < right_eye[0], "points must come left eye (image left) first"
-    crop, aligned = align_face(image, det.landmarks, 112)
+    face = align_face(image, det.landmarks, 112)
+    crop, aligned = face.crop, face.landmarks
     assert crop.shape == (112, 112, 3)
     assert np.abs(aligned - template(112)).max() < 8  # a real face fits the template within a few px
     (again,) = MTCNNDetector("cpu").detect([Image.fromarray(crop)])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 
-from faceattr.cli import main
+from faceattr.cli import _resolve, main
 
 from .conftest import ROOT
 
@@ -13,9 +16,47 @@ def test_preset_prints_set_params(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "utkface"]) == 0
     out = capsys.readouterr().out.split()
-    assert out[:2] == ["-S", "download.dataset=utkface"]
-    assert "align.landmarks=mtcnn" in out
-    assert "align.size=112" in out, "numbers must print plainly (YAML would add a '...' line)"
+    assert out[:2] == ["-S", "datasets.finetune.dataset=utkface"]
+    assert main(["preset", "celeba_identities"]) == 0
+    out = capsys.readouterr().out.split()
+    assert "datasets.pretrain.pair_folds=3" in out, "numbers must print plainly (YAML would add a '...' line)"
+
+
+def test_preset_paths_resolve_for_experiment_copies(capsys, monkeypatch, tmp_path) -> None:
+    """`dvc exp run --temp/--queue` runs in a copy of the workspace elsewhere: a preset's relative
+    local path must reach it already resolved against the project, from whatever folder it runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["preset", "utkface", "--dir", str(ROOT / "presets")]) == 0
+    out = capsys.readouterr().out.split()
+    uri = next(a.split("=", 1)[1] for a in out if a.startswith("datasets.finetune.uri="))
+    expected = (ROOT / "../shared/datasets/utkface/UTKFace.tar.gz").resolve()
+    assert Path(uri) == expected and Path(uri).is_absolute()
+    assert main(["preset", "celeba_identities", "--dir", str(ROOT / "presets")]) == 0
+    out = capsys.readouterr().out.split()
+    assert "datasets.pretrain.pairs=pairs_derived_celeba_id200.txt" in out, "a file of the data set stays relative"
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "datasets" / "celeba").is_dir(), reason="../shared/datasets absent")
+def test_preset_download_runs_in_a_workspace_copy(capsys, monkeypatch, tmp_path) -> None:
+    """The download stage of a preset, run in a copy of the project somewhere else (as --temp does)."""
+    import json
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from .conftest import load_stage
+
+    monkeypatch.chdir(ROOT)
+    assert main(["preset", "celeba_identities"]) == 0
+    args = capsys.readouterr().out.split()
+    copy = tmp_path / "exp-copy"
+    copy.mkdir()
+    shutil.copy(ROOT / "params.yaml", copy / "params.yaml")
+    apply_overrides(str(copy / "params.yaml"), [*args[1::2], "datasets.pretrain.max_images=30"])
+    monkeypatch.chdir(copy)
+    load_stage("download").main(["--role", "pretrain", "--out", "raw", "--metrics", "download.json"])
+    counts = json.loads((copy / "download.json").read_text())
+    assert counts["images"] >= 30 and (copy / "raw" / "pairs_derived_celeba_id200.txt").is_file()
 
 
 def test_every_preset_names_real_params(monkeypatch) -> None:
@@ -31,7 +72,10 @@ def test_every_preset_names_real_params(monkeypatch) -> None:
 def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1
-    names = "['agedb', 'celeba', 'first_paper', 'paper_recipe', 'second_paper', 'third_paper', 'utkface']"
+    names = (
+        "['agedb', 'casia', 'celeba', 'celeba_identities', 'first_paper', 'paper_recipe', 'second_paper', "
+        "'third_paper', 'utkface']"
+    )
     assert f"unknown preset 'agedb2'; choose from {names}" in capsys.readouterr().err
 
 
@@ -66,6 +110,6 @@ def test_every_preset_applies_through_dvcs_override_parser(tmp_path, capsys, mon
             node = applied
             for part in key.split("."):
                 node = node[part]
-            assert node == value, f"{preset.name}: {key}"
+            assert node == _resolve(key, value, ROOT), f"{preset.name}: {key}"
         for name, cls in SECTIONS.items():
             parse(cls, applied[name], name)

@@ -79,11 +79,14 @@ def test_dvc_yaml_references_exist_in_params() -> None:
     params = load_params(ROOT / "params.yaml")
     text = (ROOT / "dvc.yaml").read_text()
     for ref in set(re.findall(r"\$\{([^}]+)\}", text)):
-        if not ref.startswith("item."):
+        if ref != "item" and not ref.startswith("item."):
             _lookup(params, ref)
     for name, stage in yaml.safe_load(text)["stages"].items():
-        for key in stage.get("params", []):
-            _lookup(params, key)
+        items = stage.get("foreach", [None])  # foreach stages: one generated stage per data role
+        stage = stage.get("do", stage)
+        for item in items:
+            for key in stage.get("params", []):
+                _lookup(params, key.replace("${item}", str(item)))
         assert (ROOT / "stages" / f"{name}.py").is_file()
         assert f"stages/{name}.py" in stage["deps"], f"stage {name} must depend on its script"
 
@@ -126,6 +129,7 @@ def test_every_imported_library_module_is_a_dep() -> None:
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # foreach stages
         deps = [ROOT / d for d in stage["deps"] if d.startswith("src/")]
         out = subprocess.run(
             [sys.executable, "-c", _LIST_IMPORTS, str(ROOT / "stages" / f"{name}.py")],

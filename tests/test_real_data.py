@@ -91,22 +91,34 @@ def test_celeba_labels_and_official_partition(tmp_path) -> None:
 
 
 def test_full_pipeline_on_real_celeba_faces(tmp_path) -> None:
-    """Every stage on ~600 real faces: MTCNN alignment, identity pretraining, fine-tuning, report."""
+    """Every stage on ~600 real faces, CelebA in both roles (the third paper's design): MTCNN
+    alignment, identity pretraining on some people, fine-tuning and test on the others, report."""
     params_path = tiny_params(tmp_path)
     params = yaml.safe_load(params_path.read_text())
-    params["download"].update(dataset="celeba", source="celeba", uri=str(CELEBA), max_images=600)
+    for role in ("pretrain", "finetune"):
+        params["datasets"][role].update(dataset="celeba", source="celeba", uri=str(CELEBA), max_images=600)
     params["align"].update(landmarks="auto", max_drop_fraction=0.1)
-    params["split"]["fractions"] = {"pretrain": 0.4, "verify": 0.2, "train": 0.2, "val": 0.1, "test": 0.1}
+    params["split"]["pretrain"] = {"pretrain": 0.6, "verify": 0.4}  # 2 verification folds of 2+ people
     params["finetune_multitask"]["variants"] = ["face_resnet18-identity-gender+landmarks", "face_resnet18-none-gender"]
     params_path.write_text(yaml.safe_dump(params))
     paths = run_pipeline(tmp_path, params_path, params["finetune_multitask"]["variants"])
-    download = json.loads((paths["metrics"] / "download.json").read_text())
-    align = json.loads((paths["metrics"] / "align.json").read_text())
+    download = json.loads((paths["metrics"] / "download_finetune.json").read_text())
+    align = json.loads((paths["metrics"] / "align_finetune.json").read_text())
     assert download["records"] == 6_000 and download["dropped_by_reason"] == {"subsampled": download["dropped"]}
     assert align["found"] == download["images"] == align["aligned"] + align["dropped"]
-    assert align["aligned"] >= 0.9 * align["found"]
-    dropped = pd.read_csv(paths["metrics"] / "dropped.csv")
+    assert align["aligned"] >= 0.9 * align["found"] and align["landmarks_from"] == {"mtcnn": align["aligned"]}
+    dropped = pd.read_csv(paths["metrics"] / "dropped_finetune.csv")
     assert len(dropped) == align["dropped"] and set(dropped["reason"]) <= {"no_face", "low_confidence"}
+    # the same 20 people in both stores: each went to one role only
+    people = {}
+    for role in ("pretrain", "finetune"):
+        split = pd.read_csv(paths["splits"] / f"{role}.csv", dtype=str)
+        labels = pd.read_csv(paths["aligned"] / role / "labels.csv", dtype=str)
+        used = split["split"] != "excluded"
+        people[role] = set(labels.loc[used.to_numpy(), "identity"])
+    assert people["pretrain"] and people["finetune"] and not people["pretrain"] & people["finetune"]
+    split_metrics = json.loads((paths["metrics"] / "split.json").read_text())
+    assert split_metrics["shared_identities"] == len(people["pretrain"] | people["finetune"])
     ev = json.loads((paths["metrics"] / "evaluate.json").read_text())
     assert set(ev["runs"]["face_resnet18-none-gender-s0"]["test"]) == {"gender_acc"}
     assert ev["variants"]["face_resnet18-none-gender"]["status"] == "ok"

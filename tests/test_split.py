@@ -7,7 +7,8 @@ import pandas as pd
 from faceattr.config import SplitConfig
 from faceattr.data.split import assign_pools, group_keys
 
-FRACTIONS = dict(SplitConfig().fractions)
+FRACTIONS = {"pretrain": 0.4, "verify": 0.1, "train": 0.3, "val": 0.1, "test": 0.1}  # any pools
+FINETUNE = dict(SplitConfig().finetune)
 
 
 def _identities() -> pd.Series:
@@ -77,8 +78,8 @@ def test_stratified_pools_balance_gender_and_age() -> None:
     )
     from faceattr.data.split import split_pools
 
-    pools = split_pools(labels, FRACTIONS, seed=0, protocol="identity", stratify=True)
-    for pool, fraction in FRACTIONS.items():
+    pools = split_pools(labels, FINETUNE, seed=0, protocol="identity", stratify=True)
+    for pool, fraction in FINETUNE.items():
         rows = labels[pools == pool]
         assert len(rows) == round(200 * fraction)
         assert abs(rows["gender"].mean() - 0.2) <= 0.06, pool
@@ -99,14 +100,14 @@ def test_official_protocol_keeps_val_and_test_partitions() -> None:
             "partition": partition,
         }
     )
-    pools = split_pools(labels, FRACTIONS, seed=0, protocol="official", stratify=True)
+    pools = split_pools(labels, FINETUNE, seed=0, protocol="official", stratify=True)
     assert (pools[80:90] == "val").all() and (pools[90:] == "test").all()
-    assert set(pools[:80]) == {"pretrain", "verify", "train"}
+    assert set(pools[:80]) == {"train"}
     labels.loc[0, "partition"] = "val"  # identity p0 now spans train and val
     import pytest
 
     with pytest.raises(ValueError, match="spans several official partitions"):
-        split_pools(labels, FRACTIONS, seed=0, protocol="official", stratify=True)
+        split_pools(labels, FINETUNE, seed=0, protocol="official", stratify=True)
 
 
 def test_published_split_file_protocol(tmp_path) -> None:
@@ -124,11 +125,11 @@ def test_published_split_file_protocol(tmp_path) -> None:
     )
     rows = [(f"{i}.jpg", "test" if i < 10 else "train") for i in range(38)]  # 38, 39 not named
     (tmp_path / "split.csv").write_text("path,split\n" + "\n".join(f"{p},{s}" for p, s in rows) + "\n")
-    pools = split_pools(labels, FRACTIONS, 0, "file", True, str(tmp_path / "split.csv"))
+    pools = split_pools(labels, FINETUNE, 0, "file", True, str(tmp_path / "split.csv"))
     assert (pools[:10] == "test").all() and list(pools[38:]) == ["excluded", "excluded"]
-    assert set(pools[10:38]) == {"pretrain", "verify", "train"}
+    assert set(pools[10:38]) == {"train"}
     (tmp_path / "bad.csv").write_text("path,split\n0.jpg,holdout\n")
     import pytest
 
     with pytest.raises(ValueError, match="path,split"):
-        split_pools(labels, FRACTIONS, 0, "file", True, str(tmp_path / "bad.csv"))
+        split_pools(labels, FINETUNE, 0, "file", True, str(tmp_path / "bad.csv"))

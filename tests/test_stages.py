@@ -21,10 +21,14 @@ from .conftest import ROOT, TINY_SEEDS, TINY_VARIANTS, load_stage, run_pipeline,
 
 def test_pipeline_writes_every_declared_output(pipeline) -> None:
     m = pipeline["metrics"]
-    align = json.loads((m / "align.json").read_text())
-    assert align["found"] == align["aligned"] == 160 and align["dropped"] == 0
+    for role in ("pretrain", "finetune"):
+        align = json.loads((m / f"align_{role}.json").read_text())
+        assert align["found"] == align["aligned"] == 80 and align["dropped"] == 0
+        assert align["landmarks_from"] == {"provided": 80} and align["fill_fraction"]["max"] < 0.5
     split = json.loads((m / "split.json").read_text())
-    assert sum(v["images"] for v in split.values()) == 160
+    assert {k: v["images"] for k, v in split["pretrain"].items()} == {"pretrain": 64, "verify": 16}
+    assert {k: v["images"] for k, v in split["finetune"].items()} == {"train": 48, "val": 16, "test": 16}
+    assert split["shared_identities"] == 0 and split["finetune_unit"] == "identity"
     pre = json.loads((m / "pretrain_identity.json").read_text())
     assert 0.0 <= pre["verify_acc"] <= 1.0 and pre["verify_pairs"] == 16
     ev = json.loads((m / "evaluate.json").read_text())
@@ -85,7 +89,7 @@ def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
     variant = parse_variant(TINY_VARIANTS[0])
     common = dict(
         seed=0,
-        store=pipeline["aligned"],
+        store=pipeline["store"],
         split_file=pipeline["split.csv"],
         identity_checkpoint=pipeline["models"] / "pretrain_identity" / "trunk.pt",
         device=torch.device("cpu"),
@@ -154,7 +158,7 @@ def test_bad_model_params(pipeline, tmp_path, section, key, value, message) -> N
     params[section][key] = value
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(params))
-    common = training_argv(pipeline, path, tmp_path)
+    common = training_argv(pipeline, path, tmp_path, "pretrain" if section == "pretrain_identity" else "finetune")
     with pytest.raises(ValueError, match=message):
         if section == "pretrain_identity":
             load_stage("pretrain_identity").main(common)
@@ -165,7 +169,7 @@ def test_bad_model_params(pipeline, tmp_path, section, key, value, message) -> N
 def test_rerun_from_same_seed_is_identical(pipeline, tmp_path) -> None:
     """DVC outputs depend only on params and data: a second run reproduces the first bit for bit."""
     again = run_pipeline(tmp_path, tiny_params(tmp_path))
-    a, b = (np.load(p["aligned"] / "faces.npy") for p in (pipeline, again))
+    a, b = (np.load(p["store"] / "faces.npy") for p in (pipeline, again))
     assert np.array_equal(a, b)
     assert (pipeline["split.csv"]).read_text() == again["split.csv"].read_text()
     first = json.loads((pipeline["metrics"] / "evaluate.json").read_text())
@@ -182,7 +186,7 @@ def test_resume_state_from_other_code_is_ignored(pipeline, tmp_path, monkeypatch
     state_path = tmp_path / "r.pt"
     common = dict(
         seed=0,
-        store=pipeline["aligned"],
+        store=pipeline["store"],
         split_file=pipeline["split.csv"],
         identity_checkpoint=None,
         device=torch.device("cpu"),
@@ -279,7 +283,7 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
             load_stage("finetune_multitask").main(
                 [*argv, "--variant", variant, "--seed", str(seed), "--identity", identity]
             )
-    common = ["--params", str(path), "--store", str(pipeline["aligned"]), "--split", str(pipeline["split.csv"])]
+    common = ["--params", str(path), "--store", str(pipeline["store"]), "--split", str(pipeline["split.csv"])]
     evaluation, predictions = tmp_path / "evaluate.json", tmp_path / "predictions"
     load_stage("evaluate").main(
         [
@@ -328,6 +332,10 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
             str(tmp_path / "eff.csv"),
             "--attention",
             str(predictions / "figures"),
+            "--split-metrics",
+            str(pipeline["metrics"] / "split.json"),
+            "--align-metrics",
+            str(pipeline["metrics"] / "align_finetune.json"),
         ]
     )
     text = report.read_text()

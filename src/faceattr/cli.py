@@ -45,10 +45,17 @@ def _check_params(args: argparse.Namespace) -> int:
             if name not in params:
                 raise ConfigError(f"params file '{args.params}' has no section '{name}'")
             parse(cls, params[name], name)
+        from faceattr.config import SOURCE_TASKS, DatasetsConfig
         from faceattr.variants import parse_variant
 
+        source = parse(DatasetsConfig, params["datasets"], "datasets").finetune.source
         for variant in params["finetune_multitask"].get("variants", []):
-            parse_variant(variant)
+            missing = [t for t in parse_variant(variant).tasks if t not in SOURCE_TASKS[source]]
+            if missing:
+                raise ConfigError(
+                    f"variant '{variant}' trains {missing}, which datasets.finetune.source '{source}' has no labels "
+                    f"for (it has {list(SOURCE_TASKS[source])})"
+                )
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -67,8 +74,24 @@ def _override_value(value: object) -> str:
     return json.dumps(value)
 
 
+# Preset values that are local paths: printed resolved against the project, so that
+# `dvc exp run --temp/--queue`, which runs in a copy of the workspace elsewhere, still finds them.
+PATH_KEYS = (".uri", "split.file", ".imagenet_weights")
+
+
+def _resolve(key: str, value: object, root: Path) -> object:
+    if not isinstance(value, str) or not value or not key.endswith(PATH_KEYS) or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (root / path).resolve())
+
+
 def _preset(args: argparse.Namespace) -> int:
-    """Print a preset's params as ``-S key=value`` arguments for ``dvc exp run``."""
+    """Print a preset's params as ``-S key=value`` arguments for ``dvc exp run``.
+
+    Relative local paths (``*.uri``, ``split.file``) are printed absolute, resolved against the
+    project folder that holds ``--dir``, so experiment copies (``--temp``, ``--queue``) find them.
+    """
 
     import yaml
 
@@ -79,7 +102,9 @@ def _preset(args: argparse.Namespace) -> int:
         return 1
     overrides = yaml.safe_load(path.read_text()) or {}
     parts = []
+    root = Path(args.dir).resolve().parent
     for key, value in overrides.items():
+        value = _resolve(key, value, root)
         text = value if isinstance(value, str) else _override_value(value)
         if any(c.isspace() for c in f"{key}{text}"):
             print(f"error: preset '{args.name}': '{key}' has whitespace, which $(...) would split", file=sys.stderr)

@@ -152,14 +152,32 @@ class SyntheticConfig:
     images_per_identity: int = 8
     image_size: int = 128
     age_spread: float = 8.0
+    max_rotation: float = 15.0  # degrees of in-plane head rotation
+    lighting: float = 0.35  # largest strength of the directional light gradient
 
     def __post_init__(self) -> None:
         if self.identities < 1 or self.images_per_identity < 1:
             raise ValueError("identities and images_per_identity must be positive")
+        if self.max_rotation < 0 or self.lighting < 0:
+            raise ValueError("max_rotation and lighting must be non-negative")
+
+
+# Sources whose records name the person: only these can feed identity pretraining.
+IDENTITY_SOURCES = ("agedb", "casia", "celeba", "synthetic")
+# The labels each source carries (landmarks: given, or MTCNN's at alignment).
+SOURCE_TASKS = {
+    "synthetic": ("gender", "age", "landmarks", "attributes"),
+    "utkface": ("gender", "age", "landmarks"),
+    "celeba": ("gender", "landmarks", "attributes"),
+    "agedb": ("gender", "age", "landmarks"),
+    "casia": ("landmarks",),
+}
 
 
 @dataclass(frozen=True)
 class DownloadConfig:
+    """One data set: where it comes from and which of its records to keep (``datasets.<role>``)."""
+
     dataset: str = "synthetic"
     source: str = "synthetic"
     uri: str = ""
@@ -169,17 +187,55 @@ class DownloadConfig:
     duplicates: Literal["keep_one", "drop", "keep_all"] = "keep_one"
     age_range: tuple[float, ...] = (0.0, 120.0)
     max_images: int = 0
+    pairs: str = ""  # verification list (LFW pairs.txt or insightface .bin), inside the data set or absolute
+    pair_folds: int = 0  # folds of that list to score (its first N); 0: all
     synthetic: SyntheticConfig = SyntheticConfig()
 
     def __post_init__(self) -> None:
         if len(self.age_range) != 2 or self.age_range[0] > self.age_range[1]:
             raise ValueError("age_range must be [min, max] with min <= max")
+        if self.source not in SOURCE_TASKS:
+            raise ValueError(f"unknown source '{self.source}'; choose from {sorted(SOURCE_TASKS)}")
+        if self.pair_folds < 0:
+            raise ValueError("pair_folds must be >= 0")
+
+
+ROLES = ("pretrain", "finetune")
+
+
+@dataclass(frozen=True)
+class DatasetsConfig:
+    """The two data roles: identities for ``pretrain_identity``, labels for fine-tuning and evaluation.
+
+    They may name the same source (CelebA people for both); the split then gives each person to
+    one role only.
+    """
+
+    pretrain: DownloadConfig = DownloadConfig()
+    finetune: DownloadConfig = DownloadConfig()
+
+    def __post_init__(self) -> None:
+        if self.pretrain.source not in IDENTITY_SOURCES:
+            raise ValueError(
+                f"datasets.pretrain.source '{self.pretrain.source}' has no identities, and identity "
+                f"pretraining needs them; choose a source that names its people: {list(IDENTITY_SOURCES)} "
+                f"(use '{self.pretrain.source}' as datasets.finetune)"
+            )
+        if self.pretrain.pairs and Path(self.pretrain.pairs).suffix not in (".txt", ".bin"):
+            raise ValueError("datasets.pretrain.pairs must be an LFW-style .txt or an insightface .bin")
+
+    def role(self, name: str) -> DownloadConfig:
+        if name not in ROLES:
+            raise ConfigError(f"unknown data role '{name}'; choose from {list(ROLES)}")
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
 class AlignConfig:
     size: int = 112
-    landmarks: Literal["provided", "mtcnn", "auto"] = "provided"
+    landmarks: Literal["provided", "mtcnn", "auto"] = "auto"
+    scale: float = 1.0  # template scale about the crop centre: > 1 zooms in (larger face, less context)
+    fill: Literal["black", "edge", "reflect"] = "black"  # how crop pixels outside the photo are filled
 
     min_probability: float = 0.9
     min_face_size: int = 20
@@ -188,13 +244,15 @@ class AlignConfig:
     max_drop_fraction: float = 0.05
 
     def __post_init__(self) -> None:
+        if not 0.5 <= self.scale <= 2.0:
+            raise ValueError(f"scale must lie in [0.5, 2], got {self.scale}")
         if self.size % 16:
             raise ValueError(f"size must be a multiple of 16 (FaceResNet's four strides), got {self.size}")
         if not 0.0 <= self.max_drop_fraction <= 1.0:
             raise ValueError("max_drop_fraction must lie in [0, 1]")
 
 
-SPLIT_POOLS = ("pretrain", "verify", "train", "val", "test")
+ROLE_POOLS = {"pretrain": ("pretrain", "verify"), "finetune": ("train", "val", "test")}
 
 
 @dataclass(frozen=True)
@@ -204,15 +262,19 @@ class SplitConfig:
 
     stratify: bool = True
 
-    fractions: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"pretrain": 0.4, "verify": 0.1, "train": 0.3, "val": 0.1, "test": 0.1}
-    )
+    pretrain: dict[str, float] = dataclasses.field(default_factory=lambda: {"pretrain": 0.8, "verify": 0.2})
+    finetune: dict[str, float] = dataclasses.field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
+    shared_to_pretrain: float = 0.5  # both roles hold the same people: share of them given to pretraining
 
     def __post_init__(self) -> None:
-        if set(self.fractions) != set(SPLIT_POOLS):
-            raise ValueError(f"fractions needs exactly the pools {list(SPLIT_POOLS)}")
-        if any(v < 0 for v in self.fractions.values()) or abs(sum(self.fractions.values()) - 1) > 1e-6:
-            raise ValueError("fractions must be non-negative and sum to 1")
+        for role, pools in ROLE_POOLS.items():
+            fractions = getattr(self, role)
+            if set(fractions) != set(pools):
+                raise ValueError(f"{role} needs exactly the pools {list(pools)}")
+            if any(v < 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
+                raise ValueError(f"{role} fractions must be non-negative and sum to 1")
+        if not 0.0 <= self.shared_to_pretrain <= 1.0:
+            raise ValueError("shared_to_pretrain must lie in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -340,7 +402,7 @@ class ReportConfig:
 
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
-    "download": DownloadConfig,
+    "datasets": DatasetsConfig,
     "align": AlignConfig,
     "split": SplitConfig,
     "pretrain_identity": PretrainIdentityConfig,

@@ -73,6 +73,7 @@ def predict(
         meta["age_head"],
         meta["max_age"],
         tuple(meta["group_edges"]),
+        meta.get("template_scale", 1.0),
     )
     model.eval().to(device)
     chunks: dict[str, list[torch.Tensor]] = {}
@@ -142,7 +143,7 @@ def baseline_metrics(train: FaceTensors, data: FaceTensors, cs_threshold: float)
         out[f"age_cs{cs_threshold:g}"] = float((err <= cs_threshold).float().mean())
     lm = data.landmarks[torch.isfinite(data.landmarks).flatten(1).all(1)]
     if len(lm):
-        tpl = torch.tensor(template(data.size), dtype=torch.float32)
+        tpl = torch.tensor(template(data.size, data.template_scale), dtype=torch.float32)
         iod = (lm[:, 0] - lm[:, 1]).norm(dim=1)
         out["landmark_nme"] = float(((lm - tpl).norm(dim=2).mean(1) / iod).mean())
     if train.attributes is not None and data.attributes is not None and data.attributes.shape[1]:

@@ -23,9 +23,14 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 
 
-def template(size: int) -> np.ndarray:
-    """The ArcFace template scaled from 112×112 to ``size``×``size`` (uniform scale, no shift)."""
-    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+FILLS = ("black", "edge", "reflect")
+
+
+def template(size: int, scale: float = 1.0) -> np.ndarray:
+    """The ArcFace template scaled from 112×112 to ``size``×``size``, then by ``scale`` about the
+    crop centre: ``scale`` > 1 makes the face larger in the crop (less context around it)."""
+    centre = size / 2.0
+    return centre + (ARCFACE_TEMPLATE_112 * (size / 112.0) - centre) * scale
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -57,14 +62,44 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
 
 
-def align_face(image: Image.Image, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Warp ``image`` so that ``landmarks`` fit the template; returns (crop uint8 HWC, landmarks)."""
-    matrix = similarity_transform(landmarks, template(size))
+@dataclass(frozen=True)
+class AlignedFace:
+    """One aligned crop: pixels (uint8 HWC), landmarks in crop pixels, and the share of the crop
+    that lay outside the photo and was filled (``fill_fraction``)."""
+
+    crop: np.ndarray
+    landmarks: np.ndarray
+    fill_fraction: float
+
+
+def align_face(
+    image: Image.Image, landmarks: np.ndarray, size: int, scale: float = 1.0, fill: str = "black"
+) -> AlignedFace:
+    """Warp ``image`` so that ``landmarks`` fit ``template(size, scale)``.
+
+    Crop pixels that fall outside the photo are black (``fill='black'``), repeat the photo's
+    border (``edge``) or mirror it (``reflect``).
+    """
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill '{fill}'; choose from {list(FILLS)}")
+    matrix = similarity_transform(landmarks, template(size, scale))
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]  # output pixel -> input pixel
-    crop = image.convert("RGB").transform(
-        (size, size), Image.Transform.AFFINE, tuple(inverse.ravel()), Image.Resampling.BILINEAR
-    )
-    return np.asarray(crop, dtype=np.uint8), apply_transform(matrix, landmarks)
+    image = image.convert("RGB")
+    grid = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1).reshape(-1, 2)
+    source = apply_transform(inverse, grid)
+    width, height = image.size
+    outside = (source[:, 0] < 0) | (source[:, 0] >= width) | (source[:, 1] < 0) | (source[:, 1] >= height)
+    if fill != "black" and outside.any():
+        # pad the photo just enough to cover every sampled pixel, then shift the transform by the pad
+        low = np.ceil(np.maximum(-source.min(0), 0)).astype(int) + 1
+        high = np.ceil(np.maximum(source.max(0) - [width, height], 0)).astype(int) + 1
+        mode = "edge" if fill == "edge" else "symmetric"
+        arr = np.pad(np.asarray(image), ((low[1], high[1]), (low[0], high[0]), (0, 0)), mode=mode)
+        image = Image.fromarray(arr)
+        inverse = inverse.copy()
+        inverse[:, 2] += low
+    crop = image.transform((size, size), Image.Transform.AFFINE, tuple(inverse.ravel()), Image.Resampling.BILINEAR)
+    return AlignedFace(np.asarray(crop, dtype=np.uint8), apply_transform(matrix, landmarks), float(outside.mean()))
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,9 @@ def align_dataset(
         TooManyDropped: when the dropped fraction exceeds ``cfg.max_drop_fraction``.
     """
     records = manifest.read(raw_dir / "manifest.csv")
-    writer = StoreWriter(out_dir, len(records), cfg.size)
-    kept, dropped = [], []
+    writer = StoreWriter(out_dir, len(records), cfg.size, cfg.scale, cfg.fill)
+    kept, dropped, fills = [], [], []
+    sources: Counter[str] = Counter()
     detector = MTCNNDetector(device, cfg.min_face_size) if cfg.landmarks in ("mtcnn", "auto") else None
 
     lm_cols = list(manifest.LANDMARK_COLUMNS)
@@ -76,11 +77,13 @@ def align_dataset(
             elif points is None:
                 dropped.append((row["path"], "no_landmarks"))
                 continue
-            crop, aligned = align_face(image, points, cfg.size)
-            writer.add(crop)
+            face = align_face(image, points, cfg.size, cfg.scale, cfg.fill)
+            writer.add(face.crop)
             out = row.copy()
-            out[lm_cols] = aligned.ravel()
+            out[lm_cols] = face.landmarks.ravel()
             kept.append(out)
+            fills.append(face.fill_fraction)
+            sources["mtcnn" if want else "provided"] += 1
         batch.clear()
 
     paths = list(records["path"])
@@ -112,6 +115,8 @@ def align_dataset(
         "dropped": len(dropped),
         "dropped_by_reason": dict(sorted(Counter(r for _, r in dropped).items())),
         "drop_fraction": fraction,
+        "landmarks_from": dict(sorted(sources.items())),  # NME against MTCNN's points measures agreement
+        "fill_fraction": fill_summary(fills),
     }
     if fraction > cfg.max_drop_fraction:
         raise TooManyDropped(
@@ -119,6 +124,19 @@ def align_dataset(
             f"{cfg.max_drop_fraction}); reasons {counts['dropped_by_reason']}, list in {dropped_csv}"
         )
     return counts
+
+
+def fill_summary(fills: list[float]) -> dict[str, float]:
+    """Share of each crop that lay outside its photo: median, mean, 90th percentile, max."""
+    if not fills:
+        return {}
+    arr = np.asarray(fills)
+    return {
+        "median": float(np.median(arr)),
+        "mean": float(arr.mean()),
+        "p90": float(np.quantile(arr, 0.9)),
+        "max": float(arr.max()),
+    }
 
 
 def _load_or_reason(path: Path) -> Image.Image | str:

@@ -39,7 +39,16 @@ def _synthetic(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     (out / "images").mkdir(parents=True)
     rows = []
     total = syn.identities * syn.images_per_identity
-    faces = generate(syn.identities, syn.images_per_identity, seed, syn.image_size, syn.age_spread)
+    faces = generate(
+        syn.identities,
+        syn.images_per_identity,
+        seed,
+        syn.image_size,
+        syn.age_spread,
+        name=cfg.dataset,
+        max_rotation=syn.max_rotation,
+        lighting=syn.lighting,
+    )
     for k, face in enumerate(tqdm(faces, total=total, desc="rendering synthetic faces", unit="img")):
         rel = f"images/{face.identity}_{k:06d}.jpg"
         face.image.save(out / rel, quality=92)

@@ -7,6 +7,7 @@ Training reads it with ``np.load(mmap_mode="r")``: no JPEG is decoded after the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,17 @@ from faceattr.io import atomic_path
 
 FACES = "faces.npy"
 LABELS = "labels.csv"
+GEOMETRY = "geometry.json"  # crop size, template scale and border fill the crops were made with
 
 
 class StoreWriter:
     """Fills ``faces.npy`` row by row through a memory map, renamed into place on ``close``."""
 
-    def __init__(self, directory: str | Path, capacity: int, size: int) -> None:
+    def __init__(
+        self, directory: str | Path, capacity: int, size: int, scale: float = 1.0, fill: str = "black"
+    ) -> None:
         self.directory = Path(directory)
+        self.geometry = {"size": size, "scale": scale, "fill": fill}
         self.directory.mkdir(parents=True, exist_ok=True)
         self._final = self.directory / FACES
         self._tmp = self.directory / f".{FACES}.partial"
@@ -51,6 +56,17 @@ class StoreWriter:
         del self._faces, data
         self._tmp.unlink(missing_ok=True)
         manifest.write(labels, self.directory / LABELS)
+        with atomic_path(self.directory / GEOMETRY) as tmp:
+            tmp.write_text(json.dumps(self.geometry, indent=2) + "\n")
+
+
+def read_geometry(directory: str | Path) -> dict[str, object]:
+    """The crop geometry of a store (``size``, ``scale``, ``fill``); a store without the file is
+    the plain ArcFace template with black fill."""
+    path = Path(directory) / GEOMETRY
+    if not path.is_file():
+        return {"scale": 1.0, "fill": "black"}
+    return json.loads(path.read_text())
 
 
 def read_store(directory: str | Path) -> tuple[np.ndarray, pd.DataFrame]:

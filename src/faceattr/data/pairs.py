@@ -75,3 +75,32 @@ def read_pairs_txt(path: Path) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def pair_list_path(raw_dir: Path, name: str) -> Path | None:
+    """Where ``datasets.pretrain.pairs`` points: a file inside the data set folder, or absolute."""
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else raw_dir / path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"verification list '{name}' (datasets.pretrain.pairs) not found at '{path}': name a file of the "
+            "pretraining data set's folder, or an absolute path"
+        )
+    return path
+
+
+def read_pair_list(path: Path, folds: int = 0) -> pd.DataFrame:
+    """A ``pairs.txt`` restricted to its first ``folds`` folds (0: all)."""
+    pairs = read_pairs_txt(path)
+    return pairs[pairs["fold"] < folds] if folds else pairs
+
+
+def pair_list_identities(path: Path | None, folds: int = 0) -> frozenset[str]:
+    """The people a ``pairs.txt`` list names (its first ``folds`` folds). An insightface ``.bin``
+    names nobody, so nothing can be held out for it."""
+    if path is None or path.suffix == ".bin":
+        return frozenset()
+    pairs = read_pair_list(path, folds)
+    return frozenset(pairs["identity_a"]) | frozenset(pairs["identity_b"])

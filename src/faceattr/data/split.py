@@ -1,20 +1,25 @@
 """Splits that keep what belongs together in one pool.
 
-Pools: ``pretrain`` (identity pretraining), ``verify`` (held-out identities for verification
-pairs), and ``train``/``val``/``test`` for the attribute tasks. The unit of assignment is the
-identity; records without one are grouped by file content (byte-identical images together),
-else stand alone. The assignment depends only on the seed and the set of groups.
+Two data roles, each its own pools: the identity source gives ``pretrain`` (identity
+pretraining), ``verify`` (held-out identities for verification pairs) and ``pairs`` (identities
+of an external verification list, never trained on); the attribute source gives
+``train``/``val``/``test``. The unit of assignment is the identity; records without one are
+grouped by file content (byte-identical images together), else stand alone. No person is in both
+roles. The assignment depends only on the seed and the set of groups.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-OFFICIAL_POOLS = {"train": ("pretrain", "verify", "train"), "val": ("val",), "test": ("test",)}
+from faceattr.config import IDENTITY_SOURCES, SplitConfig
+
+OFFICIAL_POOLS = ("train", "val", "test")
 
 
 def group_keys(labels: pd.DataFrame) -> pd.Series:
@@ -95,18 +100,15 @@ def split_pools(
     stratify: bool,
     split_file: str = "",
 ) -> pd.Series:
-    """The split stage's rule: identity-disjoint pools, or a given partition for val/test.
-
-    ``official`` takes the data set's own partition, ``file`` a published split file; either
-    way the given train part is split into pretrain/verify/train by the relative fractions.
+    """The fine-tuning role's pools: drawn over groups by ``fractions`` (``identity``), or the data
+    set's own partition (``official``) or a published split file (``file``) taken as it is.
 
     Raises:
         ValueError: when records lack a partition, or a group spans partitions.
     """
     keys = group_keys(labels)
-    stratum = strata(labels, keys) if stratify else None
     if protocol == "identity":
-        return assign_pools(keys, fractions, seed, stratum)
+        return assign_pools(keys, fractions, seed, strata(labels, keys) if stratify else None)
     if protocol == "official":
         partition = labels["partition"].astype("string")
         if partition.isna().any() or not partition.isin(list(OFFICIAL_POOLS)).all():
@@ -118,20 +120,129 @@ def split_pools(
     given = partition != "excluded"
     if (pd.DataFrame({"k": keys[given], "p": partition[given]}).groupby("k")["p"].nunique() > 1).any():
         raise ValueError(f"an identity or duplicate group spans several {protocol} partitions")
-    pools = partition.copy()
-    train = partition == "train"
-    sub = {p: fractions[p] for p in OFFICIAL_POOLS["train"]}
-    pools[train] = assign_pools(keys[train], sub, seed, None if stratum is None else stratum[train])
-    return pools
+    return partition
+
+
+@dataclass(frozen=True)
+class RoleSplit:
+    """Pools of both data roles; ``reason`` says why an ``excluded`` row is not used."""
+
+    pretrain: pd.DataFrame  # columns index, path, split, reason
+    finetune: pd.DataFrame
+    metrics: dict[str, object]
+
+
+EXCLUDED = "excluded"
+
+
+def _identities(labels: pd.DataFrame) -> pd.Series:
+    return labels["identity"].astype("string")
+
+
+def split_roles(
+    pretrain: pd.DataFrame,
+    finetune: pd.DataFrame,
+    cfg: SplitConfig,
+    seed: int,
+    pair_identities: frozenset[str] = frozenset(),
+) -> RoleSplit:
+    """Pools for both roles, with no person in both.
+
+    Where the two roles hold the same people (the same source named twice, e.g. CelebA for both),
+    each shared identity goes to one role: those the fine-tuning partition keeps for val/test stay
+    there, the others go to pretraining with probability ``cfg.shared_to_pretrain`` (seeded). The
+    pretraining role's identities named in the verification list (``pair_identities``) are held
+    out of training too (pool ``pairs``).
+
+    Raises:
+        ValueError: when the pretraining role's records carry no identities.
+    """
+    pre_ids, fin_ids = _identities(pretrain), _identities(finetune)
+    if pre_ids.isna().all():
+        raise ValueError(
+            "the pretraining data (datasets.pretrain) has no identities, so identity pretraining cannot "
+            f"run; choose a source that names its people: {list(IDENTITY_SOURCES)}"
+        )
+    fin_pools = split_pools(finetune, cfg.finetune, seed, cfg.protocol, cfg.stratify, cfg.file)
+    shared = sorted(set(pre_ids.dropna()) & set(fin_ids.dropna()))
+    kept_by_partition = set(fin_ids[fin_pools.isin(["val", "test"]) & (cfg.protocol != "identity")].dropna())
+    candidates = pd.Series([i for i in shared if i not in kept_by_partition], dtype="string")
+    if len(candidates):
+        f = cfg.shared_to_pretrain
+        roles = assign_pools(candidates, {"pretrain": f, "finetune": 1.0 - f}, seed)
+        to_pretrain = set(candidates[roles == "pretrain"])
+    else:
+        to_pretrain = set()
+    to_finetune = set(shared) - to_pretrain
+
+    fin_reason = pd.Series("", index=finetune.index, dtype="string")
+    fin_reason[fin_pools == EXCLUDED] = "not_in_split_file"
+    fin_reason[fin_ids.isin(to_pretrain).fillna(False)] = "identity_given_to_pretraining"
+    usable = fin_reason == ""
+    if cfg.protocol == "identity":  # draw the pools over the people left to this role
+        fin_pools = pd.Series(EXCLUDED, index=finetune.index, dtype="string")
+        fin_pools[usable] = split_pools(finetune[usable], cfg.finetune, seed, "identity", cfg.stratify)
+    fin_pools = fin_pools.where(usable, EXCLUDED)
+
+    pre_reason = pd.Series("", index=pretrain.index, dtype="string")
+    pre_reason[pre_ids.isna()] = "no_identity"
+    pre_reason[pre_ids.isin(to_finetune).fillna(False)] = "identity_given_to_finetuning"
+    listed = pre_ids.isin(pair_identities).fillna(False) & (pre_reason == "")
+    usable = (pre_reason == "") & ~listed
+    pre_pools = pd.Series(EXCLUDED, index=pretrain.index, dtype="string")
+    pre_pools[listed] = "pairs"
+    if usable.any():
+        keys = group_keys(pretrain[usable])
+        stratum = strata(pretrain[usable], keys) if cfg.stratify else None
+        pre_pools[usable] = assign_pools(keys, cfg.pretrain, seed, stratum)
+
+    frames = {}
+    for role, labels, pools, reason in (
+        ("pretrain", pretrain, pre_pools, pre_reason),
+        ("finetune", finetune, fin_pools, fin_reason),
+    ):
+        frames[role] = pd.DataFrame(
+            {
+                "index": range(len(labels)),
+                "path": labels["path"].to_numpy(),
+                "split": pools.to_numpy(),
+                "reason": reason.to_numpy(),
+            }
+        )
+    metrics = {
+        "pretrain": split_summary(pretrain, pre_pools),
+        "finetune": split_summary(finetune, fin_pools),
+        "excluded_by_reason": {
+            role: {str(k): int(v) for k, v in sorted(f.loc[f["reason"] != "", "reason"].value_counts().items())}
+            for role, f in frames.items()
+        },
+        "shared_identities": len(shared),
+        "shared_given_to_pretraining": len(to_pretrain),
+        "pair_list_identities": len(pair_identities),
+        "finetune_unit": grouping_unit(finetune),
+        "finetune_protocol": cfg.protocol,
+    }
+    return RoleSplit(frames["pretrain"], frames["finetune"], metrics)
+
+
+def grouping_unit(labels: pd.DataFrame) -> str:
+    """What the fine-tuning split keeps together: people where the data set names them, else
+    byte-identical images (content hash)."""
+    if labels["identity"].notna().all():
+        return "identity"
+    if labels["identity"].notna().any():
+        return "identity where known, else byte-identical images"
+    return "byte-identical images (no identities in this data set)"
 
 
 def split_summary(labels: pd.DataFrame, pools: pd.Series) -> dict[str, dict[str, float]]:
     """Counts per pool: images, identities, gender balance, mean age."""
     out = {}
-    for pool in pools.dropna().unique():
+    for pool in sorted(pools.dropna().unique()):
         rows = labels[pools == pool]
         out[str(pool)] = {
             "images": len(rows),
+            "groups": int(group_keys(rows).nunique()),
             "identities": int(rows["identity"].nunique()),
             "female_fraction": float(rows["gender"].mean()) if rows["gender"].notna().any() else None,
             "mean_age": float(rows["age"].mean()) if rows["age"].notna().any() else None,

@@ -12,6 +12,7 @@ Numbers measured on this set say that the pipeline learns, never how well a meth
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +108,19 @@ def _outline(cx: float, cy: float, a: float, b: float, jaw: float, n: int = 48) 
     return points
 
 
-def render_face(identity: Identity, age: int, rng: np.random.Generator, size: int = 128) -> SyntheticFace:
-    """Render one image of ``identity`` at ``age`` with random pose, lighting and accessories."""
+def render_face(
+    identity: Identity,
+    age: int,
+    rng: np.random.Generator,
+    size: int = 128,
+    max_rotation: float = 15.0,
+    lighting: float = 0.35,
+) -> SyntheticFace:
+    """Render one image of ``identity`` at ``age`` with random pose, lighting and accessories.
+
+    ``max_rotation`` (degrees) and ``lighting`` (largest light-gradient strength) set the style of
+    a set: a studio-like identity set and a wilder attribute set leave transfer a gap to cross.
+    """
     s = size / 128.0
     canvas = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(40, 220, 3)))
     draw = ImageDraw.Draw(canvas)
@@ -206,16 +218,18 @@ def render_face(identity: Identity, age: int, rng: np.random.Generator, size: in
             )
         draw.line([landmarks[0][0] + eye_r * 2.1, eye_y, landmarks[1][0] - eye_r * 2.1, eye_y], fill=frame)
 
-    image, landmarks = _random_pose(canvas, landmarks, rng)
-    image = _lighting_and_noise(image, rng)
+    image, landmarks = _random_pose(canvas, landmarks, rng, max_rotation)
+    image = _lighting_and_noise(image, rng, lighting)
     attributes = {"eyeglasses": glasses, "smiling": smiling, "beard": beard, "bangs": int(identity.bangs and not bald)}
     return SyntheticFace(image, identity.name, age, identity.gender, landmarks, attributes)
 
 
-def _random_pose(image: Image.Image, landmarks: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+def _random_pose(
+    image: Image.Image, landmarks: np.ndarray, rng: np.random.Generator, max_rotation: float
+) -> tuple[Image.Image, np.ndarray]:
     """Rotate, scale and shift the face about the image centre; move the landmarks with it."""
     size = image.width
-    angle = math.radians(rng.uniform(-15, 15))
+    angle = math.radians(rng.uniform(-max_rotation, max_rotation))
     scale = rng.uniform(0.8, 1.1)
     shift = rng.uniform(-0.08, 0.08, 2) * size
     c = size / 2
@@ -229,7 +243,7 @@ def _random_pose(image: Image.Image, landmarks: np.ndarray, rng: np.random.Gener
     return out, landmarks @ rot.T + offset
 
 
-def _lighting_and_noise(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def _lighting_and_noise(image: Image.Image, rng: np.random.Generator, lighting: float) -> Image.Image:
     """A directional lighting gradient, a colour cast, sensor noise and sometimes blur."""
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
@@ -237,20 +251,33 @@ def _lighting_and_noise(image: Image.Image, rng: np.random.Generator) -> Image.I
     size = arr.shape[0]
     theta = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
-    gain = 1.0 + rng.uniform(0.1, 0.35) * (math.cos(theta) * xx + math.sin(theta) * yy) * 2
+    gain = 1.0 + rng.uniform(0.1, 1.0) * lighting * (math.cos(theta) * xx + math.sin(theta) * yy) * 2
     arr = arr * gain[..., None] * rng.uniform(0.75, 1.15) * rng.uniform(0.92, 1.08, 3)
     arr = arr + rng.normal(0, rng.uniform(2, 8), arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def generate(identities: int, images_per_identity: int, seed: int, size: int = 128, age_spread: float = 8.0):
-    """Yield ``identities × images_per_identity`` faces, deterministic for a given seed.
+def generate(
+    identities: int,
+    images_per_identity: int,
+    seed: int,
+    size: int = 128,
+    age_spread: float = 8.0,
+    *,
+    name: str = "syn",
+    max_rotation: float = 15.0,
+    lighting: float = 0.35,
+):
+    """Yield ``identities × images_per_identity`` faces, deterministic for a given seed and ``name``.
 
     Each identity has its own random stream, so growing the set keeps the earlier faces unchanged.
+    The set's ``name`` prefixes every identity and salts the streams: two sets of different names
+    hold different people, as two real data sets do.
     """
+    salt = zlib.crc32(name.encode())
     for i in range(identities):
-        rng = np.random.default_rng([seed, i])
-        person = make_identity(rng, f"syn{i:05d}")
+        rng = np.random.default_rng([seed, salt, i])
+        person = make_identity(rng, f"{name}{i:05d}")
         for _ in range(images_per_identity):
             age = int(np.clip(round(person.base_age + rng.uniform(-age_spread, age_spread)), 1, 90))
-            yield render_face(person, age, rng, size)
+            yield render_face(person, age, rng, size, max_rotation, lighting)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from faceattr.config import AugmentConfig
 from faceattr.data.align import template
 from faceattr.data.manifest import LANDMARK_COLUMNS
-from faceattr.data.packed import read_store
+from faceattr.data.packed import read_geometry, read_store
 from faceattr.distributed import current, shard
 
 FLIP_ORDER = [1, 0, 2, 4, 3]  # after a horizontal flip the left eye becomes the right eye, etc.
@@ -45,6 +45,8 @@ class FaceTensors:
     attributes: torch.Tensor | None = None  # float32 (N, A) 0/1, NaN when unknown
     attribute_names: tuple[str, ...] = ()
     race: torch.Tensor | None = None  # int64 (N,), -1 when unknown
+    template_scale: float = 1.0  # the align stage's template scale (``template(size, scale)``)
+    paths: tuple[str, ...] = ()  # each row's image path in its data set
 
     def __len__(self) -> int:
         return len(self.images)
@@ -87,6 +89,8 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         attributes=torch.from_numpy(attributes).reshape(len(sub), len(attr_columns)),
         attribute_names=tuple(c.removeprefix("attr_") for c in attr_columns),
         race=torch.from_numpy(race),
+        template_scale=float(read_geometry(store).get("scale", 1.0)),
+        paths=tuple(sub["path"]),
     )
 
 
@@ -105,6 +109,7 @@ def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
         identity=data.identity[rows],
         attributes=None if data.attributes is None else data.attributes[rows],
         race=None if data.race is None else data.race[rows],
+        paths=tuple(data.paths[i] for i in rows.tolist()) if data.paths else (),
     )
 
 
@@ -218,6 +223,7 @@ class LabelCodec:
     age_head: str = "regression"
     max_age: int = 100
     group_edges: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
+    template_scale: float = 1.0
 
     @property
     def landmark_unit(self) -> float:
@@ -226,12 +232,14 @@ class LabelCodec:
     @classmethod
     def fit(cls, data: FaceTensors, **age_head: object) -> LabelCodec:
         ages = data.age[torch.isfinite(data.age)]
+        scale = data.template_scale
         if len(ages) < 2:
-            return cls(data.size, 0.0, 1.0, **age_head)  # type: ignore[arg-type]
-        return cls(data.size, float(ages.mean()), float(ages.std().clamp(min=1e-3)), **age_head)  # type: ignore[arg-type]
+            return cls(data.size, 0.0, 1.0, **age_head, template_scale=scale)  # type: ignore[arg-type]
+        std = float(ages.std().clamp(min=1e-3))
+        return cls(data.size, float(ages.mean()), std, **age_head, template_scale=scale)  # type: ignore[arg-type]
 
     def _template(self, device: torch.device) -> torch.Tensor:
-        return torch.tensor(template(self.size), dtype=torch.float32, device=device)
+        return torch.tensor(template(self.size, self.template_scale), dtype=torch.float32, device=device)
 
     def encode(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from faceattr.config import AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
+from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
 from faceattr.data.align import template
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
@@ -210,6 +211,30 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     return sums.compute()
 
 
+def labelled(data: FaceTensors, task: str) -> int:
+    """How many rows of ``data`` carry a label for ``task``."""
+    if task == "gender":
+        return int((data.gender >= 0).sum())
+    if task == "age":
+        return int(torch.isfinite(data.age).sum())
+    if task == "landmarks":
+        return int(torch.isfinite(data.landmarks).flatten(1).all(1).sum())
+    if data.attributes is None or not data.attributes.shape[1]:
+        return 0
+    return int(torch.isfinite(data.attributes).any(1).sum())
+
+
+def check_task_labels(variant: Variant, data: FaceTensors) -> None:
+    """Stop before training when the fine-tuning data has no label for one of the variant's tasks."""
+    for task in variant.tasks:
+        if not labelled(data, task):
+            having = sorted(src for src, tasks in SOURCE_TASKS.items() if task in tasks)
+            raise ValueError(
+                f"variant '{variant.name}' trains '{task}', but the fine-tuning data (datasets.finetune) has no "
+                f"{task} labels in its training pool; sources with {task} labels: {having}"
+            )
+
+
 def finetune(
     variant: Variant,
     cfg: FinetuneConfig,
@@ -228,7 +253,9 @@ def finetune(
     seeds of a data-efficiency point differ in both initialisation and the images they see.
     """
     torch.manual_seed(seed)
-    train = subset(load_split(store, split_file, ("train",)), variant.fraction, seed)
+    full = load_split(store, split_file, ("train",))
+    check_task_labels(variant, full)
+    train = subset(full, variant.fraction, seed)
     val = load_split(store, split_file, ("val",))
     codec = LabelCodec.fit(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
@@ -262,10 +289,12 @@ def finetune(
         "pretraining": variant.pretraining,
         **model_meta,
         "train_images": len(train),
+        "train_images_sha256": hashlib.sha256("\n".join(train.paths).encode()).hexdigest(),
         "input_size": train.size,
         "mean": list(mean),
         "std": list(std),
-        "template": template(train.size).tolist(),
+        "template": template(train.size, train.template_scale).tolist(),
+        "template_scale": train.template_scale,
         "age_mean": codec.age_mean,
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,

@@ -6,6 +6,7 @@ L2-normalised embeddings, squared L2 distance, 10 folds with the threshold chose
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from faceattr.config import PretrainIdentityConfig, to_dict
 from faceattr.data.align import template
+from faceattr.data.packed import read_store
+from faceattr.data.pairs import read_bin_pairs, read_pair_list
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import MarginHead
@@ -55,22 +59,79 @@ def make_pairs(identity: np.ndarray, folds: int, pairs_per_fold: int, seed: int)
 
 
 @torch.no_grad()
-def embed(trunk: nn.Module, data: FaceTensors, device: torch.device, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """L2-normalised sum of the embeddings of each image and its horizontal flip."""
+def embed(
+    trunk: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+) -> torch.Tensor:
+    """L2-normalised sum of the embeddings of each image (uint8 NCHW) and its horizontal flip."""
     trunk.eval()
     out = []
-    for idx in batch_indices(len(data), batch_size, None):
-        x = to_input(data.images[idx], device, MEAN, STD)
+    for idx in batch_indices(len(images), batch_size, None):
+        x = to_input(images[idx], device, MEAN, STD)
         out.append(F.normalize(trunk(x) + trunk(torch.flip(x, dims=[3]))).float().cpu())
     return torch.cat(out)
 
 
-def verify(trunk: nn.Module, data: FaceTensors, pairs: dict[str, np.ndarray], device: torch.device) -> dict[str, float]:
-    """Mean and std over folds of verification accuracy."""
-    emb = embed(trunk, data, device)
+def verify(
+    trunk: nn.Module, images: torch.Tensor, pairs: dict[str, np.ndarray], device: torch.device, prefix: str = "verify"
+) -> dict[str, float]:
+    """Mean and std over folds of verification accuracy (threshold chosen on the other folds)."""
+    emb = embed(trunk, images, device)
     dist = (emb[pairs["a"]] - emb[pairs["b"]]).pow(2).sum(1).numpy()
     mean, std = verification_accuracy(dist, pairs["same"], pairs["fold"])
-    return {"verify_acc": mean, "verify_acc_std": std}
+    return {f"{prefix}_acc": mean, f"{prefix}_acc_std": std}
+
+
+def list_pairs(path: Path, folds: int, store: Path, size: int) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
+    """An external verification list as (images, pairs over their rows, pairs left out).
+
+    ``pairs.txt`` names images of the pretraining data set by file name: they are taken from the
+    aligned store, and a pair whose image the align stage dropped is left out (and counted). An
+    insightface ``.bin`` carries its own aligned 112-px images, resized to the crop size.
+    """
+    if path.suffix == ".bin":
+        blobs, same = read_bin_pairs(path)
+        decoded = [
+            Image.open(io.BytesIO(b)).convert("RGB").resize((size, size), Image.Resampling.BILINEAR) for b in blobs
+        ]
+        images = torch.from_numpy(np.stack([np.asarray(im) for im in decoded])).permute(0, 3, 1, 2).contiguous()
+        n = len(same)
+        pairs = {
+            "a": np.arange(0, 2 * n, 2),
+            "b": np.arange(1, 2 * n, 2),
+            "same": np.array(same),
+            "fold": np.arange(n) * 10 // max(n, 1),  # insightface's 10 consecutive folds
+        }
+        return images, pairs, 0
+    table = read_pair_list(path, folds)
+    faces, labels = read_store(store)
+    row_of = {Path(p).name: i for i, p in enumerate(labels["path"])}
+    a = table["file_a"].map(lambda f: row_of.get(Path(f).name))
+    b = table["file_b"].map(lambda f: row_of.get(Path(f).name))
+    found = a.notna() & b.notna()
+    rows = np.unique(np.concatenate([a[found].to_numpy(int), b[found].to_numpy(int)]))
+    local = {r: k for k, r in enumerate(rows)}
+    images = torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous()
+    pairs = {
+        "a": a[found].map(local).to_numpy(int),
+        "b": b[found].map(local).to_numpy(int),
+        "same": table.loc[found, "same"].to_numpy(bool),
+        "fold": table.loc[found, "fold"].to_numpy(int),
+    }
+    return images, pairs, int((~found).sum())
+
+
+def score_pair_list(
+    trunk: nn.Module, path: Path, folds: int, store: Path, size: int, device: torch.device
+) -> dict[str, float]:
+    """Verification accuracy on an external list (LFW protocol: threshold chosen on the other folds)."""
+    images, pairs, missing = list_pairs(path, folds, store, size)
+    if len(np.unique(pairs["fold"])) < 2:
+        raise ValueError(f"verification list '{path}': fewer than 2 folds with usable pairs")
+    return {
+        **verify(trunk, images, pairs, device, "list"),
+        "list_pairs": len(pairs["same"]),
+        "list_pairs_missing": missing,
+    }
 
 
 def train_one_epoch(
@@ -121,8 +182,14 @@ def pretrain_identity(
     device: torch.device,
     resume_path: Path | None,
     on_epoch: Callable[[dict[str, float]], None],
+    pair_list: Path | None = None,
+    pair_folds: int = 0,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
-    """Train a trunk with a margin head; returns the trunk, its checkpoint meta and the history."""
+    """Train a trunk with a margin head; returns the trunk, its checkpoint meta and the history.
+
+    With ``pair_list`` the finished trunk is also scored on that external verification list
+    (``meta["pair_list"]``); the split stage has kept the list's people out of training.
+    """
     torch.manual_seed(seed)
     train = load_split(store, split_file, ("pretrain",))
     held = load_split(store, split_file, ("verify",))
@@ -141,11 +208,12 @@ def pretrain_identity(
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
         train_epoch=lambda e: train_one_epoch(net, head, optimizer, train, cfg, e, seed, device),
-        validate=lambda: verify(net, held, pairs, device),
+        validate=lambda: verify(net, held.images, pairs, device),
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
     )
+    listed = {} if pair_list is None else score_pair_list(net, pair_list, pair_folds, store, train.size, device)
     meta = {
         "kind": "trunk",
         "pretraining": "identity",
@@ -156,9 +224,11 @@ def pretrain_identity(
         "input_size": train.size,
         "mean": list(MEAN),
         "std": list(STD),
-        "template": template(train.size).tolist(),
+        "template": template(train.size, train.template_scale).tolist(),
+        "template_scale": train.template_scale,
         "identities": len(train.identity_names),
         "verify_pairs": len(pairs["same"]),
+        "pair_list": {"file": pair_list.name, **listed} if pair_list is not None else None,
         "params": to_dict(cfg),
         "seed": seed,
     }
