@@ -73,8 +73,8 @@ def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1
     names = (
-        "['agedb', 'casia', 'celeba', 'celeba_identities', 'first_paper', 'paper_recipe', 'second_paper', "
-        "'third_paper', 'utkface']"
+        "['agedb', 'agedb_protocol', 'casia', 'celeba', 'celeba_identities', 'first_paper', 'paper_recipe', "
+        "'second_paper', 'third_paper', 'utkface']"
     )
     assert f"unknown preset 'agedb2'; choose from {names}" in capsys.readouterr().err
 
@@ -113,3 +113,32 @@ def test_every_preset_applies_through_dvcs_override_parser(tmp_path, capsys, mon
             assert node == _resolve(key, value, ROOT), f"{preset.name}: {key}"
         for name, cls in SECTIONS.items():
             parse(cls, applied[name], name)
+
+
+def _protocol_run(folder: Path, index: int, mae: float) -> None:
+    import json
+
+    (folder / "metrics").mkdir(parents=True)
+    summary = {"variants": {"v": {"age_mae": {"mean": mae, "std": 0.1, "ci_low": 0, "ci_high": 9}}}}
+    split = {
+        "finetune_protocol": "folds",
+        "finetune_protocol_file": "agedb_splits.yaml",
+        "finetune_protocol_index": index,
+    }
+    (folder / "metrics" / "summary.json").write_text(json.dumps(summary))
+    (folder / "metrics" / "split.json").write_text(json.dumps(split))
+
+
+def test_protocol_summary_is_the_mean_over_splits(tmp_path, capsys) -> None:
+    import json
+
+    for k, mae in enumerate([5.0, 6.0, 7.0]):
+        _protocol_run(tmp_path / f"s{k}", k, mae)
+    out = tmp_path / "protocol.json"
+    assert main(["protocol-summary", *(str(tmp_path / f"s{k}") for k in range(3)), "--out", str(out)]) == 0
+    assert "age_mae 6 ± 1 (3 splits)" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["variants"]["v"]["age_mae"]["per_split"] == {"0": 5.0, "1": 6.0, "2": 7.0}
+    _protocol_run(tmp_path / "again", 1, 6.5)
+    assert main(["protocol-summary", str(tmp_path / "s1"), str(tmp_path / "again")]) == 1
+    assert "split(s) [1] appear in more than one run" in capsys.readouterr().err

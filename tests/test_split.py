@@ -7,6 +7,8 @@ import pandas as pd
 from faceattr.config import SplitConfig
 from faceattr.data.split import assign_pools, group_keys
 
+from .conftest import ROOT
+
 FRACTIONS = {"pretrain": 0.4, "verify": 0.1, "train": 0.3, "val": 0.1, "test": 0.1}  # any pools
 FINETUNE = dict(SplitConfig().finetune)
 
@@ -133,3 +135,72 @@ def test_published_split_file_protocol(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="path,split"):
         split_pools(labels, FINETUNE, 0, "file", True, str(tmp_path / "bad.csv"))
+
+
+PROTOCOLS = ROOT.parent / "shared" / "protocols" / "agedb"
+
+
+def _agedb_fixture(tmp_path) -> tuple[str, pd.DataFrame]:
+    """A fold protocol in the published layout, over AgeDB's own file names (4 people, 10 folds)."""
+    import yaml
+
+    names = [
+        (f"{i}_Person{p}_{30 + i % 7}_{'m' if p % 2 else 'f'}.jpg", f"Person{p}", p)
+        for p in range(10)
+        for i in range(p * 3, p * 3 + 3)
+    ]
+    (tmp_path / "folds.csv").write_text(
+        "file,subject,age,gender,fold\n" + "".join(f"{f},{s},30,F,{fold}\n" for f, s, fold in names)
+    )
+    spec = {
+        "folds_file": "folds.csv",
+        "splits": [
+            {"split": 0, "train": [0, 1, 2, 3, 4, 5], "val": [6, 7], "test": [8, 9]},
+            {"split": 1, "train": [2, 3, 4, 5, 6, 7], "val": [8, 9], "test": [0, 1]},
+        ],
+    }
+    (tmp_path / "splits.yaml").write_text(yaml.safe_dump(spec))
+    labels = pd.DataFrame(
+        {
+            "path": [f"AgeDB/{f}" for f, _, _ in names] + ["AgeDB/999_Unlisted_40_m.jpg"],
+            "identity": [s for _, s, _ in names] + ["Unlisted"],
+            "sha256": [None] * (len(names) + 1),
+            "gender": [0] * (len(names) + 1),
+            "age": [30.0] * (len(names) + 1),
+            "partition": [None] * (len(names) + 1),
+        }
+    )
+    return str(tmp_path / "splits.yaml"), labels
+
+
+def test_fold_protocol_assigns_pools_by_each_files_fold(tmp_path) -> None:
+    import pytest
+
+    from faceattr.data.split import split_pools
+
+    path, labels = _agedb_fixture(tmp_path)
+    pools = split_pools(labels, FINETUNE, 0, "folds", True, path, index=0)
+    fold = labels["identity"][:-1].str.removeprefix("Person").astype(int)
+    expected = fold.map(lambda f: "train" if f < 6 else "val" if f < 8 else "test")
+    assert list(pools[:-1]) == list(expected) and pools.iloc[-1] == "excluded"
+    second = split_pools(labels, FINETUNE, 0, "folds", True, path, index=1)
+    assert set(second[labels["identity"].isin(["Person0", "Person1"])]) == {"test"}
+    with pytest.raises(ValueError, match=r"has no split 7 \(split.index\); it has \[0, 1\]"):
+        split_pools(labels, FINETUNE, 0, "folds", True, path, index=7)
+
+
+def test_published_agedb_folds_are_subject_exclusive() -> None:
+    import pytest
+
+    if not PROTOCOLS.is_dir():
+        pytest.skip("../shared/protocols/agedb absent")
+    folds = pd.read_csv(PROTOCOLS / "agedb_folds.csv")
+    assert (folds.groupby("subject")["fold"].nunique() == 1).all() and set(folds["fold"]) == set(range(10))
+    from faceattr.data.split import read_fold_split
+
+    labels = pd.DataFrame({"path": folds["file"].map(lambda f: f"AgeDB/{f}")})
+    counts = {k: read_fold_split(PROTOCOLS / "agedb_splits.yaml", k, labels).value_counts() for k in range(5)}
+    for k, c in counts.items():
+        assert c.sum() == len(folds) and "excluded" not in c, k
+        pools = read_fold_split(PROTOCOLS / "agedb_splits.yaml", k, labels)
+        assert (pools.groupby(folds["subject"]).nunique() == 1).all(), f"split {k}: a person in two pools"

@@ -3,6 +3,7 @@
 faceattr ui [--port 5000] [--host 127.0.0.1]   browse the MLflow runs of this project
 faceattr check-params [params.yaml]            parse every section; print the first problem
 faceattr preset utkface                        `-S key=value` arguments for `dvc exp run`
+faceattr protocol-summary RUN...               mean ± std over a multi-split protocol's runs (AgeDB's 5)
 """
 
 from __future__ import annotations
@@ -115,6 +116,32 @@ def _preset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _protocol_summary(args: argparse.Namespace) -> int:
+    """Print (and optionally write) the mean over splits of each variant's test metrics."""
+    from faceattr.protocol_summary import summarise_runs
+
+    try:
+        result = summarise_runs(args.runs)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"protocol {result['protocol']} ({result['protocol_file']}), splits {sorted(result['runs'].values(), key=str)}"
+    )
+    for variant, metrics in result["variants"].items():
+        cells = ", ".join(
+            f"{m} {e['mean']:.4g} ± {e['std']:.2g} ({e['splits']} splits)"
+            for m, e in metrics.items()
+            if m in args.metrics
+        )
+        print(f"  {variant}: {cells}")
+    if args.out:
+        from faceattr.io import write_json
+
+        write_json(result, args.out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset.add_argument("name", help="preset name, e.g. utkface (a file presets/<name>.yaml)")
     preset.add_argument("--dir", default="presets", help="folder of preset files (default: presets)")
     preset.set_defaults(func=_preset)
+    summary = sub.add_parser("protocol-summary", help="mean ± std over the runs of a multi-split protocol")
+    summary.add_argument("runs", nargs="+", help="DVC experiment names, git revisions or folders holding metrics/")
+    summary.add_argument("--metrics", nargs="+", default=["age_mae", "age_cs5", "gender_acc"], help="metrics to print")
+    summary.add_argument("--out", help="write the full result (per split too) as JSON")
+    summary.set_defaults(func=_protocol_summary)
     args = p.parse_args(argv)
     return args.func(args)
 

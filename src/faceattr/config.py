@@ -257,8 +257,9 @@ ROLE_POOLS = {"pretrain": ("pretrain", "verify"), "finetune": ("train", "val", "
 
 @dataclass(frozen=True)
 class SplitConfig:
-    protocol: Literal["identity", "official", "file"] = "identity"
+    protocol: Literal["identity", "official", "file", "folds"] = "identity"
     file: str = ""
+    index: int = 0  # protocol folds: which of the file's splits (AgeDB's benchmark has 0-4)
 
     stratify: bool = True
 
@@ -275,6 +276,8 @@ class SplitConfig:
                 raise ValueError(f"{role} fractions must be non-negative and sum to 1")
         if not 0.0 <= self.shared_to_pretrain <= 1.0:
             raise ValueError("shared_to_pretrain must lie in [0, 1]")
+        if self.protocol in ("file", "folds") and not self.file:
+            raise ValueError(f"protocol '{self.protocol}' needs split.file")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pandas as pd
 from faceattr.config import IDENTITY_SOURCES, SplitConfig
 
 OFFICIAL_POOLS = ("train", "val", "test")
+EXCLUDED = "excluded"  # a record no pool uses; the split CSV's ``reason`` column says why
 
 
 def group_keys(labels: pd.DataFrame) -> pd.Series:
@@ -92,6 +93,32 @@ def read_published_split(path: str | Path, labels: pd.DataFrame) -> pd.Series:
     return labels["path"].map(lambda p: by_name.get(Path(p).name, "excluded")).astype("string")
 
 
+def read_fold_split(path: str | Path, index: int, labels: pd.DataFrame) -> pd.Series:
+    """A fold protocol (AgeDB's subject-exclusive benchmark): ``path`` is a YAML file with
+    ``folds_file`` (a CSV of ``file,fold``, relative to the YAML) and ``splits`` (each with the
+    ``train``/``val``/``test`` fold lists); split ``index`` gives each record its pool by its
+    file name's fold. Records the fold file does not name get ``excluded``.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing file, an unknown split index, or a bad layout.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"fold protocol '{path}' not found (split.file)")
+    spec = yaml.safe_load(path.read_text())
+    splits = {int(s["split"]): s for s in spec.get("splits", [])}
+    if index not in splits:
+        raise ValueError(f"'{path}' has no split {index} (split.index); it has {sorted(splits)}")
+    folds = pd.read_csv(path.parent / spec["folds_file"], dtype={"file": str, "fold": int})
+    pool_of_fold = {f: pool for pool in OFFICIAL_POOLS for f in splits[index][pool]}
+    if len(pool_of_fold) != sum(len(splits[index][p]) for p in OFFICIAL_POOLS):
+        raise ValueError(f"'{path}' split {index}: a fold is in more than one pool")
+    by_name = dict(zip(folds["file"], folds["fold"].map(pool_of_fold), strict=True))
+    return labels["path"].map(lambda p: by_name.get(Path(p).name, EXCLUDED)).fillna(EXCLUDED).astype("string")
+
+
 def split_pools(
     labels: pd.DataFrame,
     fractions: Mapping[str, float],
@@ -99,9 +126,11 @@ def split_pools(
     protocol: str,
     stratify: bool,
     split_file: str = "",
+    index: int = 0,
 ) -> pd.Series:
     """The fine-tuning role's pools: drawn over groups by ``fractions`` (``identity``), or the data
-    set's own partition (``official``) or a published split file (``file``) taken as it is.
+    set's own partition (``official``), a published split file (``file``) or a published fold
+    protocol (``folds``, split ``index``) taken as it is.
 
     Raises:
         ValueError: when records lack a partition, or a group spans partitions.
@@ -115,8 +144,10 @@ def split_pools(
             raise ValueError("split.protocol 'official' needs a train/val/test partition on every record")
     elif protocol == "file":
         partition = read_published_split(split_file, labels)
+    elif protocol == "folds":
+        partition = read_fold_split(split_file, index, labels)
     else:
-        raise ValueError(f"unknown split protocol '{protocol}'; choose from ['file', 'identity', 'official']")
+        raise ValueError(f"unknown split protocol '{protocol}'; choose from ['file', 'folds', 'identity', 'official']")
     given = partition != "excluded"
     if (pd.DataFrame({"k": keys[given], "p": partition[given]}).groupby("k")["p"].nunique() > 1).any():
         raise ValueError(f"an identity or duplicate group spans several {protocol} partitions")
@@ -130,9 +161,6 @@ class RoleSplit:
     pretrain: pd.DataFrame  # columns index, path, split, reason
     finetune: pd.DataFrame
     metrics: dict[str, object]
-
-
-EXCLUDED = "excluded"
 
 
 def _identities(labels: pd.DataFrame) -> pd.Series:
@@ -163,7 +191,7 @@ def split_roles(
             "the pretraining data (datasets.pretrain) has no identities, so identity pretraining cannot "
             f"run; choose a source that names its people: {list(IDENTITY_SOURCES)}"
         )
-    fin_pools = split_pools(finetune, cfg.finetune, seed, cfg.protocol, cfg.stratify, cfg.file)
+    fin_pools = split_pools(finetune, cfg.finetune, seed, cfg.protocol, cfg.stratify, cfg.file, cfg.index)
     shared = sorted(set(pre_ids.dropna()) & set(fin_ids.dropna()))
     kept_by_partition = set(fin_ids[fin_pools.isin(["val", "test"]) & (cfg.protocol != "identity")].dropna())
     candidates = pd.Series([i for i in shared if i not in kept_by_partition], dtype="string")
@@ -221,6 +249,8 @@ def split_roles(
         "pair_list_identities": len(pair_identities),
         "finetune_unit": grouping_unit(finetune),
         "finetune_protocol": cfg.protocol,
+        "finetune_protocol_file": Path(cfg.file).name if cfg.file else "",
+        "finetune_protocol_index": cfg.index if cfg.protocol == "folds" else None,
     }
     return RoleSplit(frames["pretrain"], frames["finetune"], metrics)
 

@@ -42,7 +42,11 @@ def make_pairs(identity: np.ndarray, folds: int, pairs_per_fold: int, seed: int)
     ids = rng.permutation(np.unique(identity[identity >= 0]))
     groups = [g for g in np.array_split(ids, folds) if len(g) >= 2]
     if len(groups) < 2:
-        raise ValueError(f"need at least {2 * 2} identities for {folds}-fold verification, have {len(ids)}")
+        raise ValueError(
+            f"{folds}-fold verification needs at least {folds + 2} held-out identities (2 folds of 2 or more), the "
+            f"verify pool has {len(ids)}: raise split.pretrain.verify, use more of the identity source "
+            "(datasets.pretrain.max_images), or lower pretrain_identity.verify_folds"
+        )
     rows = {i: np.flatnonzero(identity == i) for i in ids}
     a, b, same, fold = [], [], [], []
     for k, group in enumerate(groups):
