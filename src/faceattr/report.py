@@ -365,7 +365,7 @@ def build_report(
         f"{_fmt(base.get('gender_acc'), d, True)} %, training-mean age MAE {_fmt(base.get('age_mae'), d)} "
         f"years, template landmarks NME {_fmt(base.get('landmark_nme'), 4)}.",
         "",
-        f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): 10-fold "
+        f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): {pretrain.get('verify_folds', 10)}-fold "
         f"verification accuracy on held-out identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± "
         f"{_fmt(pretrain.get('verify_acc_std'), d, True)} ({pretrain.get('identities', '?')} training identities, "
         f"{pretrain.get('verify_pairs', '?')} pairs).{_pair_list_text(pretrain, d)}",

@@ -232,6 +232,7 @@ def pretrain_identity(
         "template_scale": train.template_scale,
         "identities": len(train.identity_names),
         "verify_pairs": len(pairs["same"]),
+        "verify_folds": len(np.unique(pairs["fold"])),
         "pair_list": {"file": pair_list.name, **listed} if pair_list is not None else None,
         "params": to_dict(cfg),
         "seed": seed,
