@@ -217,3 +217,29 @@ def test_fill_fraction_and_border_fill() -> None:
     assert 0.2 < black.fill_fraction < 0.9 and edge.fill_fraction == black.fill_fraction
     assert (black.crop.sum(2) == 0).mean() > 0.15 and (edge.crop.sum(2) == 0).mean() == 0
     assert zoomed.fill_fraction < black.fill_fraction
+
+
+def test_bin_pair_list_scored_on_its_own_images_and_refused_for_another_geometry(tmp_path) -> None:
+    """insightface .bin lists carry 112-px faces on the plain template: scored as they are (here
+    one colour per person, so all pairs right), refused for a trunk trained on zoomed crops."""
+    import io
+    import pickle
+
+    def jpeg(colour: tuple[int, int, int]) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (112, 112), colour).save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+
+    red, green, blue = (240, 20, 20), (20, 240, 20), (20, 20, 240)
+    pairs = [(red, red, True), (green, blue, False)] * 10  # 20 pairs: insightface's 10 consecutive folds
+    blobs = [jpeg(c) for a, b, _ in pairs for c in (a, b)]
+    (tmp_path / "list.bin").write_bytes(pickle.dumps((blobs, [s for _, _, s in pairs])))
+    for scale in (1.0, 1.25):
+        writer = StoreWriter(tmp_path / f"store{scale}", 1, 16, scale)
+        writer.add(np.zeros((16, 16, 3), np.uint8))
+        writer.close(pd.DataFrame([manifest.empty_record("x.jpg")]))
+    cpu = torch.device("cpu")
+    result = score_pair_list(_ColourTrunk(), tmp_path / "list.bin", 0, tmp_path / "store1.0", 16, cpu)
+    assert result == {"list_acc": 1.0, "list_acc_std": 0.0, "list_pairs": 20, "list_pairs_missing": 0}
+    with pytest.raises(ValueError, match=r"align\.scale != 1"):
+        score_pair_list(_ColourTrunk(), tmp_path / "list.bin", 0, tmp_path / "store1.25", 16, cpu)

@@ -191,9 +191,14 @@ def split_roles(
             "the pretraining data (datasets.pretrain) has no identities, so identity pretraining cannot "
             f"run; choose a source that names its people: {list(IDENTITY_SOURCES)}"
         )
-    fin_pools = split_pools(finetune, cfg.finetune, seed, cfg.protocol, cfg.stratify, cfg.file, cfg.index)
+    # a given partition (official, file, folds) is read once; identity pools are drawn below
+    given = (
+        None
+        if cfg.protocol == "identity"
+        else split_pools(finetune, cfg.finetune, seed, cfg.protocol, cfg.stratify, cfg.file, cfg.index)
+    )
     shared = sorted(set(pre_ids.dropna()) & set(fin_ids.dropna()))
-    kept_by_partition = set(fin_ids[fin_pools.isin(["val", "test"]) & (cfg.protocol != "identity")].dropna())
+    kept_by_partition = set() if given is None else set(fin_ids[given.isin(["val", "test"])].dropna())
     candidates = pd.Series([i for i in shared if i not in kept_by_partition], dtype="string")
     if len(candidates):
         f = cfg.shared_to_pretrain
@@ -204,13 +209,15 @@ def split_roles(
     to_finetune = set(shared) - to_pretrain
 
     fin_reason = pd.Series("", index=finetune.index, dtype="string")
-    fin_reason[fin_pools == EXCLUDED] = "not_in_split_file"
+    if given is not None:
+        fin_reason[given == EXCLUDED] = "not_in_split_file"
     fin_reason[fin_ids.isin(to_pretrain).fillna(False)] = "identity_given_to_pretraining"
     usable = fin_reason == ""
-    if cfg.protocol == "identity":  # draw the pools over the people left to this role
+    if given is None:  # draw the pools over the people left to this role
         fin_pools = pd.Series(EXCLUDED, index=finetune.index, dtype="string")
         fin_pools[usable] = split_pools(finetune[usable], cfg.finetune, seed, "identity", cfg.stratify)
-    fin_pools = fin_pools.where(usable, EXCLUDED)
+    else:
+        fin_pools = given.where(usable, EXCLUDED)
 
     pre_reason = pd.Series("", index=pretrain.index, dtype="string")
     pre_reason[pre_ids.isna()] = "no_identity"

@@ -20,7 +20,7 @@ from torch import nn
 
 from faceattr.config import PretrainIdentityConfig, to_dict
 from faceattr.data.align import template
-from faceattr.data.packed import read_store
+from faceattr.data.packed import read_geometry, read_store
 from faceattr.data.pairs import read_bin_pairs, read_pair_list
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
@@ -93,6 +93,11 @@ def list_pairs(path: Path, folds: int, store: Path, size: int) -> tuple[torch.Te
     insightface ``.bin`` carries its own aligned 112-px images, resized to the crop size.
     """
     if path.suffix == ".bin":
+        if float(read_geometry(store).get("scale", 1.0)) != 1.0:
+            raise ValueError(
+                f"'{path}' holds faces aligned on the plain ArcFace template, but this trunk learned crops made "
+                "with align.scale != 1: score it on a pairs.txt list of the data set instead"
+            )
         blobs, same = read_bin_pairs(path)
         decoded = [
             Image.open(io.BytesIO(b)).convert("RGB").resize((size, size), Image.Resampling.BILINEAR) for b in blobs
