@@ -42,14 +42,15 @@ def _ui(args: argparse.Namespace) -> int:
 def _check_params(args: argparse.Namespace) -> int:
     try:
         params = load_params(args.params)
+        parsed = {}
         for name, cls in SECTIONS.items():
             if name not in params:
                 raise ConfigError(f"params file '{args.params}' has no section '{name}'")
-            parse(cls, params[name], name)
-        from faceattr.config import SOURCE_TASKS, DatasetsConfig
+            parsed[name] = parse(cls, params[name], name)
+        from faceattr.config import SOURCE_TASKS
         from faceattr.variants import parse_variant
 
-        source = parse(DatasetsConfig, params["datasets"], "datasets").finetune.source
+        source = parsed["datasets"].finetune.source
         for variant in params["finetune_multitask"].get("variants", []):
             missing = [t for t in parse_variant(variant).tasks if t not in SOURCE_TASKS[source]]
             if missing:

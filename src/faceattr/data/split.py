@@ -89,8 +89,12 @@ def read_published_split(path: str | Path, labels: pd.DataFrame) -> pd.Series:
     table = pd.read_csv(path, dtype=str)
     if not {"path", "split"} <= set(table.columns) or not table["split"].isin(list(OFFICIAL_POOLS)).all():
         raise ValueError(f"'{path}' needs columns path,split with split in {list(OFFICIAL_POOLS)}")
-    by_name = dict(zip(table["path"].map(lambda p: Path(p).name), table["split"], strict=True))
-    return labels["path"].map(lambda p: by_name.get(Path(p).name, "excluded")).astype("string")
+    return _pool_by_file_name(labels, dict(zip(table["path"].map(lambda p: Path(p).name), table["split"], strict=True)))
+
+
+def _pool_by_file_name(labels: pd.DataFrame, pool_of_name: Mapping[str, str]) -> pd.Series:
+    """Each record's pool looked up by its file name; ``excluded`` where the published file has none."""
+    return labels["path"].map(lambda p: pool_of_name.get(Path(p).name, EXCLUDED)).fillna(EXCLUDED).astype("string")
 
 
 def read_fold_split(path: str | Path, index: int, labels: pd.DataFrame) -> pd.Series:
@@ -115,8 +119,7 @@ def read_fold_split(path: str | Path, index: int, labels: pd.DataFrame) -> pd.Se
     pool_of_fold = {f: pool for pool in OFFICIAL_POOLS for f in splits[index][pool]}
     if len(pool_of_fold) != sum(len(splits[index][p]) for p in OFFICIAL_POOLS):
         raise ValueError(f"'{path}' split {index}: a fold is in more than one pool")
-    by_name = dict(zip(folds["file"], folds["fold"].map(pool_of_fold), strict=True))
-    return labels["path"].map(lambda p: by_name.get(Path(p).name, EXCLUDED)).fillna(EXCLUDED).astype("string")
+    return _pool_by_file_name(labels, dict(zip(folds["file"], folds["fold"].map(pool_of_fold), strict=True)))
 
 
 def split_pools(
@@ -148,7 +151,7 @@ def split_pools(
         partition = read_fold_split(split_file, index, labels)
     else:
         raise ValueError(f"unknown split protocol '{protocol}'; choose from ['file', 'folds', 'identity', 'official']")
-    given = partition != "excluded"
+    given = partition != EXCLUDED
     if (pd.DataFrame({"k": keys[given], "p": partition[given]}).groupby("k")["p"].nunique() > 1).any():
         raise ValueError(f"an identity or duplicate group spans several {protocol} partitions")
     return partition
