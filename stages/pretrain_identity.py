@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not info.main:  # under torchrun only rank 0 writes
             return
         final = {k: v for k, v in history[-1].items() if k != "epoch"}
-        metrics = {**final, **{k: meta[k] for k in ("identities", "verify_pairs", "verify_folds")}}
+        metrics = {**final, **{k: meta[k] for k in ("identities", "images", "verify_pairs", "verify_folds")}}
         if meta["pair_list"]:  # beside the held-out-identity figure, under the list's name
             metrics["pair_list"] = meta["pair_list"]
         save_checkpoint(args.out, trunk.state_dict(), meta)

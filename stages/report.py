@@ -12,6 +12,7 @@ from faceattr.io import read_json
 from faceattr.report import (
     build_report,
     mean_curves,
+    read_curve,
     read_curves,
     write_data_efficiency,
     write_dvc_curves,
@@ -27,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--evaluation", required=True, help="evaluate stage's metrics JSON")
     p.add_argument("--pretrain", required=True, help="pretrain_identity's metrics JSON")
+    p.add_argument("--pretrain-curve", required=True, help="pretrain_identity's per-epoch CSV")
     p.add_argument("--curves", required=True, help="folder of per-variant curve CSVs")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.add_argument("--figures", required=True, help="folder for PNG figures")
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             Path(args.figures),
             data,
             Path(args.attention),
+            read_curve(Path(args.pretrain_curve)),
         )
         write_offline_template(Path(args.vega_template))
         write_dvc_curves(mean_curves(curves), Path(args.dvc_curves))

@@ -170,6 +170,8 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["metrics"] / "evaluate.json"),
             "--pretrain",
             str(p["metrics"] / "pretrain_identity.json"),
+            "--pretrain-curve",
+            str(p["plots"] / "pretrain_identity.csv"),
             "--curves",
             str(p["plots"] / "finetune"),
             "--out",

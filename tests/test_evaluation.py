@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from faceattr.config import EvaluateConfig
-from faceattr.evaluation import Variants, add_ensembles, compare, comparison_pairs, per_image_scores, summarise
+from faceattr.evaluation import (
+    Variants,
+    add_ensembles,
+    breakdowns,
+    compare,
+    comparison_pairs,
+    per_image_scores,
+    summarise,
+)
 from faceattr.train.data import FaceTensors
 
 EDGES = (10.0, 20.0, 40.0)
@@ -46,6 +56,17 @@ def test_per_image_scores_by_hand() -> None:
     m = summarise(s, 5.0)
     assert m["gender_acc"] == pytest.approx(2 / 3) and m["age_mae"] == pytest.approx(8.0)
     assert m["age_cs5"] == pytest.approx(2 / 3) and m["attr_acc"] == pytest.approx(0.5)
+
+
+def test_attribute_breakdown_sets_each_attribute_beside_its_training_majority() -> None:
+    data = _data()  # smiling: test labels 1, 1, 0 (one unknown); beard: 0, 0 (rows 0 and 2; two unknown)
+    train = replace(data, attributes=torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+    pred = {"attr_prob": np.array([[0.9, 0.1], [0.8, 0.7], [0.1, 0.2], [0.5, 0.5]])}
+    per = breakdowns({0: pred}, data, EDGES, data.attribute_names, train)["attributes"]
+    # training majority: smiling 0 (1 of 4 positive), beard 1 (3 of 4): right on 1 of 3 and 0 of 2 test labels
+    assert per["smiling"]["majority_acc"] == pytest.approx(1 / 3) and per["beard"]["majority_acc"] == 0.0
+    assert per["smiling"]["acc"] == 1.0 and per["beard"]["acc"] == 1.0  # the model gets all five right
+    assert "majority_acc" not in breakdowns({0: pred}, data, EDGES, data.attribute_names)["attributes"]["beard"]
 
 
 def test_group_head_predictions_use_the_group_probabilities() -> None:

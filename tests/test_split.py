@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from faceattr.config import SplitConfig
-from faceattr.data.split import assign_pools, group_keys
+from faceattr.data.manifest import group_keys
+from faceattr.data.split import assign_pools
 
 from .conftest import ROOT
 

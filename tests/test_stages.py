@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     pre = json.loads((m / "pretrain_identity.json").read_text())
     assert 0.0 <= pre["verify_acc"] <= 1.0 and pre["verify_pairs"] == 16
     ev = json.loads((m / "evaluate.json").read_text())
+    # intervals resample the test split's people, as many as the split put there
+    assert ev["protocol"]["cluster_unit"] == "person" and ev["protocol"]["interval"] == "clusters"
+    assert ev["protocol"]["clusters"] == split["finetune"]["test"]["identities"] == 4
+    assert all(c["clusters"] == 4 for c in ev["comparisons"] if c["status"] == "ok")
     assert set(ev["variants"]) == set(TINY_VARIANTS)
     assert set(ev["runs"]) == {f"{v}-s{s}" for v in TINY_VARIANTS for s in TINY_SEEDS if "imagenet" not in v}
     assert set(ev["runs"]["face_resnet18-identity-age-s1"]["test"]) == {
@@ -66,8 +71,17 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     report = (pipeline["reports"] / "report.md").read_text()
     assert "Table 1" in report and "Table 2" in report and "**not run**" in report
     assert "identity pretraining vs none" in report and "multi-task vs fewer tasks" in report
-    for figure in ("val_gender_acc.png", "data_efficiency.png"):
+    assert "a bootstrap over the test set's 4 people (all images of each)" in report
+    for figure in ("val_gender_acc.png", "data_efficiency.png", "pretrain_identity.png"):
         assert (pipeline["reports"] / "figures" / figure).is_file()
+    # the pretraining paragraph states the scale and where the verification curve peaked
+    with (pipeline["plots"] / "pretrain_identity.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    best = max(rows, key=lambda r: float(r["verify_acc"]))
+    assert f"peaked at {100 * float(best['verify_acc']):.2f} % in epoch {int(float(best['epoch']))}" in report
+    assert f"After {len(rows)} epochs" in report and "CASIA-WebFace's 10,575 people" in report
+    pretrain = json.loads((m / "pretrain_identity.json").read_text())
+    assert f"{pretrain['identities']} training identities and {pretrain['images']:,} images" in report
 
 
 def test_pretrain_checkpoint_is_trunk_only_and_self_describing(pipeline) -> None:
@@ -318,6 +332,8 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
             str(evaluation),
             "--pretrain",
             str(pipeline["metrics"] / "pretrain_identity.json"),
+            "--pretrain-curve",
+            str(pipeline["plots"] / "pretrain_identity.csv"),
             "--curves",
             str(curves),
             "--out",

@@ -377,17 +377,26 @@ class FinetuneConfig:
             raise ValueError("seeds must be a non-empty list of distinct integers")
 
 
+INTERVALS = {
+    "clusters": "bootstrap over clusters (people, or byte-identical image groups) of the seed-averaged metric",
+    "seeds_and_clusters": "two-level bootstrap: seeds and clusters (people, or byte-identical image groups) drawn",
+}
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     cs_threshold: float = 5.0  # years, for CS@k
     batch_size: int = 256
-    bootstrap: int = 2000  # resamples of the test images for CIs and paired comparisons
+    bootstrap: int = 2000  # resamples of the test set's clusters for CIs and paired comparisons
     confidence: float = 0.95
     ensembles: tuple[tuple[str, ...], ...] = ()  # each: the member variants, averaged
+    interval: str = "clusters"  # clusters (people / duplicate groups) | seeds_and_clusters (two-level)
 
     def __post_init__(self) -> None:
         if self.bootstrap < 100 or not 0.5 < self.confidence < 1:
             raise ValueError("bootstrap must be >= 100 and confidence in (0.5, 1)")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"interval '{self.interval}' unknown; choose from {sorted(INTERVALS)}")
         if any(len(m) < 2 for m in self.ensembles):
             raise ValueError("an ensemble needs at least two member variants")
 

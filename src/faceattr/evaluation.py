@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceattr.config import EvaluateConfig
+from faceattr.config import INTERVALS, EvaluateConfig
 from faceattr.data.align import template
 from faceattr.io import atomic_path, read_json, write_rows_csv
 from faceattr.models.checkpoint import load_multitask
-from faceattr.statistics import bootstrap_ci, holm, mean_std, paired_bootstrap
+from faceattr.statistics import bootstrap_ci, holm, mean_std, paired_bootstrap, seed_cluster_bootstrap_ci
 from faceattr.train.data import FaceTensors, LabelCodec, batch_indices, load_split, to_input
 from faceattr.variants import Variant, parse_variant, run_name
 
@@ -167,9 +167,11 @@ def breakdowns(
     data: FaceTensors,
     edges: Sequence[float],
     attribute_names: Sequence[str],
+    train: FaceTensors | None = None,
 ) -> dict[str, Any]:
     """Seed-averaged MAE per true age band, accuracy per gender and race, the age-group confusion
-    matrix (counts summed over seeds) and per-attribute accuracies."""
+    matrix (counts summed over seeds) and per-attribute accuracies, each beside the accuracy of
+    predicting the attribute's majority value in ``train`` for every image."""
     first = next(iter(runs.values()))
     mean = {
         k: _seed_mean(np.stack([r[k] for r in runs.values()])) for k in first if k not in ("true_group", "pred_group")
@@ -223,6 +225,9 @@ def breakdowns(
                 "balanced_acc": float(np.mean(bals)),
                 "positive_rate": float(t.mean()),
             }
+            if train is not None and train.attributes is not None:
+                majority = bool(np.nanmean(train.attributes[:, j].numpy()) >= 0.5)
+                per[name]["majority_acc"] = float((t == majority).mean())
         out["attributes"] = per
     return out
 
@@ -275,8 +280,12 @@ def add_ensembles(
             runs.scores.setdefault(name, {})[seed] = per_image_scores(avg, data, edges, cs_threshold)
 
 
-def variant_statistics(runs: Mapping[int, Mapping[str, np.ndarray]], cfg: EvaluateConfig) -> dict[str, Any]:
-    """Per metric: mean ± std over seeds, the per-seed values and the bootstrap CI over images."""
+def variant_statistics(
+    runs: Mapping[int, Mapping[str, np.ndarray]], cfg: EvaluateConfig, groups: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Per metric: mean ± std over seeds, the per-seed values and the bootstrap CI, resampling the
+    clusters ``groups`` (one per test image; None: images), and the seeds too with
+    ``evaluate.interval: seeds_and_clusters``."""
     out: dict[str, Any] = {}
     seeds = sorted(runs)
     for metric, (score, _) in METRICS.items():
@@ -284,8 +293,11 @@ def variant_statistics(runs: Mapping[int, Mapping[str, np.ndarray]], cfg: Evalua
             continue
         values = [float(np.nanmean(runs[s][score])) for s in seeds]
         mean, std = mean_std(values)
-        per_image = _seed_mean(np.stack([runs[s][score] for s in seeds]))
-        lo, hi = bootstrap_ci(per_image, cfg.bootstrap, cfg.confidence)
+        stacked = np.stack([runs[s][score] for s in seeds])
+        if cfg.interval == "seeds_and_clusters":
+            lo, hi = seed_cluster_bootstrap_ci(stacked, cfg.bootstrap, cfg.confidence, groups=groups)
+        else:
+            lo, hi = bootstrap_ci(_seed_mean(stacked), cfg.bootstrap, cfg.confidence, groups=groups)
         out[metric_key(metric, cfg.cs_threshold)] = {
             "mean": mean,
             "std": std,
@@ -348,9 +360,13 @@ def comparison_pairs(
 
 
 def compare(
-    runs: Variants, pairs: Sequence[tuple[str, str, str, tuple[str, ...]]], cfg: EvaluateConfig
+    runs: Variants,
+    pairs: Sequence[tuple[str, str, str, tuple[str, ...]]],
+    cfg: EvaluateConfig,
+    groups: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap of each pair's seed-averaged per-image scores; Holm-adjusted significance."""
+    """Paired bootstrap of each pair's seed-averaged per-image scores, resampling the clusters
+    ``groups`` (None: images); Holm-adjusted significance."""
     rows: list[dict[str, Any]] = []
     for a, b, question, metrics in pairs:
         for metric in metrics:
@@ -366,7 +382,7 @@ def compare(
             xb = _seed_mean(np.stack([r[score] for r in sb.values()]))
             if not (np.isfinite(xa) & np.isfinite(xb)).any():
                 continue
-            res = paired_bootstrap(xa, xb, cfg.bootstrap, cfg.confidence)
+            res = paired_bootstrap(xa, xb, cfg.bootstrap, cfg.confidence, groups=groups)
             better = res["diff"] < 0 if lower_better else res["diff"] > 0
             rows.append(
                 {
@@ -478,7 +494,10 @@ def evaluate_variants(
             "confidence": cfg.confidence,
             "age_group_edges": list(edges),
             "std": "sample std over seeds (ddof 1)",
-            "ci": "percentile bootstrap over test images of the seed-averaged metric",
+            "interval": cfg.interval,
+            "ci": INTERVALS[cfg.interval],
+            "cluster_unit": test.group_unit,
+            "clusters": len(set(test.groups)),
         },
     }
     val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device)
@@ -501,14 +520,14 @@ def evaluate_variants(
         merged = {s: {**runs.scores[name][s], **runs.predictions[name][s]} for s in runs.scores[name]}
         stats[name] = {
             "status": "ok",
-            **variant_statistics(runs.scores[name], cfg),
-            "breakdown": breakdowns(merged, test, edges, test.attribute_names),
+            **variant_statistics(runs.scores[name], cfg, test.groups),
+            "breakdown": breakdowns(merged, test, edges, test.attribute_names, train),
         }
         if name in cfg.ensemble_members:
             stats[name]["members"] = list(cfg.ensemble_members[name])
 
     results["variants"] = stats
-    results["comparisons"] = compare(runs, comparison_pairs(variants, cfg.ensemble_members), cfg)
+    results["comparisons"] = compare(runs, comparison_pairs(variants, cfg.ensemble_members), cfg, test.groups)
     results["data_efficiency"] = data_efficiency(stats, variants)
     save_predictions(runs, test, predictions_dir)
     for name in variants:

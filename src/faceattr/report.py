@@ -39,6 +39,7 @@ PAPER_TABLE2 = {
 # Second paper (UTKFace, random split, protocol unconfirmed): age-group acc %, gender acc %.
 PAPER2 = {"ensemble": (91.3, 96.5), "resnet": (90.0, 96.5), "attentional CNN": (74.2, 55.2)}
 PAPER3_CELEBA_MEAN_ACC = 87.0  # LNet+ANet, CelebA official test partition
+PAPER_PRETRAIN_SCALE = "10,575 people and 494,414 images"  # CASIA-WebFace, the first paper's source
 PRETRAINING_LABEL = {"identity": "identity (this run's pretrain_identity)", "none": "none", "imagenet": "ImageNet"}
 MAIN_TASKS = ("gender", "age", "landmarks")
 PERCENT = {"gender_acc", "age_cs5", "age_group_acc", "attr_acc"}
@@ -151,13 +152,13 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
 
 def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
     """Per-run learning curves written by finetune_multitask (``<variant>-s<seed>.csv``)."""
-    out = {}
-    for path in sorted(directory.glob("*.csv")):
-        with path.open() as fh:
-            out[path.stem] = [
-                {k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)
-            ]
-    return out
+    return {path.stem: read_curve(path) for path in sorted(directory.glob("*.csv"))}
+
+
+def read_curve(path: Path) -> list[dict[str, float]]:
+    """One per-epoch CSV as rows of floats (empty cells left out)."""
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
 def mean_curves(curves: Mapping[str, list[dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
@@ -241,6 +242,33 @@ def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> 
         fig.tight_layout()
         paths.append(_save(fig, out_dir / f"{metric}.png"))
     return paths
+
+
+def plot_pretraining(rows: Sequence[Mapping[str, float]], path: Path) -> Path | None:
+    """Identity pretraining by epoch: held-out verification accuracy (± std over folds) and the
+    training identity accuracy, so a reader sees whether the trunk had converged."""
+    if not rows or not any("verify_acc" in r for r in rows):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    pts = [r for r in rows if "verify_acc" in r]
+    x = [r["epoch"] for r in pts]
+    ax.errorbar(
+        x,
+        [100 * r["verify_acc"] for r in pts],
+        yerr=[100 * r.get("verify_acc_std", 0.0) for r in pts],
+        marker="o",
+        ms=3,
+        capsize=2,
+        label="held-out verification (± std over folds)",
+    )
+    train = [(r["epoch"], 100 * r["train_id_acc"]) for r in rows if "train_id_acc" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), marker="s", ms=3, label="training identity accuracy")
+    ax.set_xlabel("epoch"), ax.set_ylabel("%"), ax.grid(alpha=0.3), ax.legend(fontsize=8, loc="best")
+    ax.set_title("identity pretraining")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def plot_data_efficiency(ev: Mapping[str, Any], path: Path) -> Path | None:
@@ -343,6 +371,7 @@ def build_report(
     figures_dir: Path,
     data: Mapping[str, Any],
     attention_dir: Path | None = None,
+    pretrain_curve: Sequence[Mapping[str, float]] = (),
 ) -> None:
     """Write the Markdown report and its figures.
 
@@ -367,9 +396,16 @@ def build_report(
         "",
         f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): {pretrain.get('verify_folds', 10)}-fold "
         f"verification accuracy on held-out identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± "
-        f"{_fmt(pretrain.get('verify_acc_std'), d, True)} ({pretrain.get('identities', '?')} training identities, "
-        f"{pretrain.get('verify_pairs', '?')} pairs).{_pair_list_text(pretrain, d)}",
+        f"{_fmt(pretrain.get('verify_acc_std'), d, True)} ({pretrain.get('identities', '?')} training identities"
+        f"{_images(pretrain)}, "
+        f"{pretrain.get('verify_pairs', '?')} pairs; the first paper pretrained on CASIA-WebFace's "
+        f"{PAPER_PRETRAIN_SCALE}).{_pair_list_text(pretrain, d)}{_pretrain_trend(pretrain_curve, d)}",
         "",
+    ]
+    figure = plot_pretraining(pretrain_curve, figures_dir / "pretrain_identity.png")
+    if figure is not None:
+        lines += [_link(figure, out_md), ""]
+    lines += [
         "## Table 1: pretraining (gender + age + landmarks)",
         "",
         table1(ev, d, _paper_header(data)),
@@ -504,6 +540,23 @@ def val_mean(ev: Mapping[str, Any], name: str, metric: str) -> float:
     return float(np.mean(values)) if values else float("-inf")
 
 
+def _images(pretrain: Mapping[str, Any]) -> str:
+    return f" and {pretrain['images']:,} images" if "images" in pretrain else ""
+
+
+def _pretrain_trend(rows: Sequence[Mapping[str, float]], d: int) -> str:
+    """Where verification stood at the last epochs: still rising or flat (the curve is the figure)."""
+    pts = [r for r in rows if "verify_acc" in r]
+    if len(pts) < 2:
+        return ""
+    last, best = pts[-1], max(pts, key=lambda r: r["verify_acc"])
+    train = f", training identity accuracy {_fmt(last['train_id_acc'], d, True)} %" if "train_id_acc" in last else ""
+    return (
+        f" After {int(last['epoch'])} epochs{train}; verification peaked at "
+        f"{_fmt(best['verify_acc'], d, True)} % in epoch {int(best['epoch'])} (figure below)."
+    )
+
+
 def _pair_list_text(pretrain: Mapping[str, Any], d: int) -> str:
     listed = pretrain.get("pair_list")
     if not listed:
@@ -550,13 +603,29 @@ def protocol_paragraph(data: Mapping[str, Any], n: Mapping[str, int], proto: Map
         f"people); fine-tuning and test on `{fin['dataset']}` (source `{fin['source']}`): split {grouping}, "
         f"{how}; no person is in both roles. {n['test']} test and {n['val']} validation images. Every cell is "
         f"**mean ± std over {len(seeds)} seeds** ({', '.join(map(str, seeds))}; sample std) "
-        f"**[{proto['confidence']:.0%} CI]**, a percentile bootstrap ({proto['bootstrap']} resamples) of the test "
-        "images for the seed-averaged metric. Seeds vary initialisation, batch order and augmentation; split and "
-        "identity pretraining are fixed. Metrics: gender accuracy, age MAE (years), landmark NME (mean point error "
-        "/ inter-ocular distance of the five aligned points). Comparisons are paired bootstraps on the same test "
-        "images; *significant* means the CI of the difference excludes 0, and the Holm correction over all "
-        "comparisons is noted."
+        f"**[{proto['confidence']:.0%} CI]**, {_interval_text(proto)}. Seeds vary initialisation, batch order and "
+        "augmentation; split and identity pretraining are fixed. Metrics: gender accuracy, age MAE (years), landmark "
+        "NME (mean point error / inter-ocular distance of the five aligned points). Comparisons are paired "
+        f"bootstraps on the same test images, resampling the same {_unit(proto)} for both models; *significant* "
+        "means the CI of the difference excludes 0, and the Holm correction over all comparisons is noted."
     )
+
+
+def _unit(proto: Mapping[str, Any]) -> str:
+    unit = proto.get("cluster_unit", "image")
+    plural = {"person": "people", "person or byte-identical image group": "people or byte-identical image groups"}
+    return f"{proto['clusters']} {plural.get(unit, unit + 's')}" if "clusters" in proto else "images"
+
+
+def _interval_text(proto: Mapping[str, Any]) -> str:
+    """Which bootstrap the CIs are, and over what unit: images of one person are not independent."""
+    unit = _unit(proto)
+    if proto.get("interval") == "seeds_and_clusters":
+        how = f"a two-level bootstrap that draws the seeds and the test set's {unit} (all images of each)"
+    else:
+        how = f"a bootstrap over the test set's {unit} (all images of each), of the seed-averaged metric"
+    clusters = "" if proto.get("cluster_unit", "image") == "image" else " (a cluster's images are not independent)"
+    return f"{how}{clusters}; expanded percentile interval, {proto['bootstrap']} resamples"
 
 
 def protocol_notes(data: Mapping[str, Any]) -> list[str]:
@@ -610,14 +679,30 @@ def _attribute_section(ev: Mapping[str, Any], d: int) -> list[str]:
         "on the full CelebA test partition (ours is this run's split).",
         "",
         _table(
-            ["Attribute", "accuracy %", "balanced accuracy %", "positive share %"],
+            ["Attribute", "accuracy %", "majority baseline %", "balanced accuracy %", "positive share %"],
             [
-                [a, _fmt(v["acc"], d, True), _fmt(v["balanced_acc"], d, True), _fmt(v["positive_rate"], d, True)]
+                [
+                    a,
+                    _fmt(v["acc"], d, True),
+                    _fmt(v.get("majority_acc"), d, True),
+                    _fmt(v["balanced_acc"], d, True),
+                    _fmt(v["positive_rate"], d, True),
+                ]
                 for a, v in per.items()
             ],
         ),
         "",
     ]
+    majority = [v["majority_acc"] for v in per.values() if "majority_acc" in v]
+    if majority:
+        beaten = sum(v["acc"] > v["majority_acc"] for v in per.values() if "majority_acc" in v)
+        lines[3:3] = [
+            f"Predicting each attribute's majority value in the training split, for every image, scores "
+            f"{_fmt(float(np.mean(majority)), d, True)} % mean accuracy on the same test images; "
+            f"`{best}` beats that baseline on {beaten} of {len(majority)} attributes (balanced accuracy, "
+            "50 % for a constant answer, shows what the rare attributes' accuracies hide).",
+            "",
+        ]
     return lines
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from faceattr.config import DownloadConfig
 from faceattr.data import manifest, sources
 from faceattr.data.fetch import download_url, is_url, safe_extract, verify_sha256
-from faceattr.data.split import group_keys
+from faceattr.data.manifest import group_keys
 from faceattr.data.synthetic import ATTRIBUTES, generate
 from faceattr.io import atomic_path
 

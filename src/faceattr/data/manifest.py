@@ -96,3 +96,13 @@ def write(frame: pd.DataFrame, path: str | Path) -> None:
     frame = validate(frame)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def group_keys(labels: pd.DataFrame) -> pd.Series:
+    """What must stay together: the identity, else the file's content hash, else the row itself.
+
+    Byte-identical images (same sha256) therefore never straddle two pools.
+    """
+    rows = pd.Series([f"row:{p}" for p in labels["path"]], index=labels.index, dtype="string")
+    content = ("sha256:" + labels["sha256"].astype("string")).fillna(rows)
+    return ("id:" + labels["identity"].astype("string")).fillna(content)

@@ -18,19 +18,10 @@ import numpy as np
 import pandas as pd
 
 from faceattr.config import IDENTITY_SOURCES, SplitConfig
+from faceattr.data.manifest import group_keys
 
 OFFICIAL_POOLS = ("train", "val", "test")
 EXCLUDED = "excluded"  # a record no pool uses; the split CSV's ``reason`` column says why
-
-
-def group_keys(labels: pd.DataFrame) -> pd.Series:
-    """What must stay together: the identity, else the file's content hash, else the row itself.
-
-    Byte-identical images (same sha256) therefore never straddle two pools.
-    """
-    rows = pd.Series([f"row:{p}" for p in labels["path"]], index=labels.index, dtype="string")
-    content = ("sha256:" + labels["sha256"].astype("string")).fillna(rows)
-    return ("id:" + labels["identity"].astype("string")).fillna(content)
 
 
 def strata(labels: pd.DataFrame, keys: pd.Series) -> pd.Series:

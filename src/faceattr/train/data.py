@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from faceattr.config import AugmentConfig
 from faceattr.data.align import template
-from faceattr.data.manifest import LANDMARK_COLUMNS
+from faceattr.data.manifest import LANDMARK_COLUMNS, group_keys
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.distributed import current, shard
 
@@ -47,6 +47,8 @@ class FaceTensors:
     race: torch.Tensor | None = None  # int64 (N,), -1 when unknown
     template_scale: float = 1.0  # the align stage's template scale (``template(size, scale)``)
     paths: tuple[str, ...] = ()  # each row's image path in its data set
+    groups: tuple[str, ...] = ()  # each row's cluster: its person, else its byte-identical group
+    group_unit: str = "image"  # what a cluster is: person | byte-identical image group | image
 
     def __len__(self) -> int:
         return len(self.images)
@@ -91,7 +93,21 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         race=torch.from_numpy(race),
         template_scale=float(read_geometry(store).get("scale", 1.0)),
         paths=tuple(sub["path"]),
+        groups=tuple(group_keys(sub)),
+        group_unit=cluster_unit(sub),
     )
+
+
+def cluster_unit(labels: pd.DataFrame) -> str:
+    """What one cluster of ``group_keys`` holds: all images of a person where every row names
+    one, else byte-identical copies (where content hashes are known), else a single image."""
+    named = labels["identity"].notna()
+    hashed = labels["sha256"].notna() if "sha256" in labels else pd.Series(False, index=labels.index)
+    if named.all():
+        return "person"
+    if named.any():
+        return "person or byte-identical image group"
+    return "byte-identical image group" if hashed.any() else "image"
 
 
 def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
@@ -110,6 +126,7 @@ def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
         attributes=None if data.attributes is None else data.attributes[rows],
         race=None if data.race is None else data.race[rows],
         paths=tuple(data.paths[i] for i in rows.tolist()) if data.paths else (),
+        groups=tuple(data.groups[i] for i in rows.tolist()) if data.groups else (),
     )
 
 

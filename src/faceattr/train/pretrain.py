@@ -236,6 +236,7 @@ def pretrain_identity(
         "template": template(train.size, train.template_scale).tolist(),
         "template_scale": train.template_scale,
         "identities": len(train.identity_names),
+        "images": len(train),
         "verify_pairs": len(pairs["same"]),
         "verify_folds": len(np.unique(pairs["fold"])),
         "pair_list": {"file": pair_list.name, **listed} if pair_list is not None else None,

@@ -1,0 +1,169 @@
+"""Quality floor: faceattr's ``resnet18-none-gender+age`` against the plain loop a user would try first.
+
+    python bench/bench_quality_floor.py [--workspace .] [--epochs E] [--seed 0] [--variant V]
+
+Both train in this process on the same split (the workspace's ``data/splits/finetune.csv``), for
+the same epochs, batch size, learning rate and weight decay (``finetune_multitask.optim`` of the
+workspace's ``params.yaml``), and are scored on the same test images:
+
+1. **plain loop**: torchvision ResNet-18 from scratch (``num_classes=3``: two gender logits and
+   the age in years), trained on the data set's own images (``data/raw/finetune/<path>``) resized
+   to the crop size with PIL, no re-alignment, horizontal flips, ImageNet normalisation,
+   cross-entropy + L1 on years, AdamW at a constant learning rate;
+2. **faceattr**: the variant (default ``resnet18-none-gender+age``) through
+   ``faceattr.train.finetune.finetune`` on the aligned store (``data/aligned/finetune``),
+   exactly as its DVC stage trains it, scored with the evaluate stage's ``predict``.
+
+Prints gender accuracy and age MAE of both, the ratio faceattr / plain, and a paired bootstrap
+over the test images of the difference. Run it in a workspace where ``split`` has run on the
+real data (see the README's real-data section for the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import peak_rss_mib
+
+from faceattr.config import FinetuneConfig, load_section
+from faceattr.evaluation import per_image_scores, predict
+from faceattr.statistics import bootstrap_ci, paired_bootstrap
+from faceattr.train.data import FaceTensors, batch_indices, load_split
+from faceattr.train.finetune import finetune
+from faceattr.variants import parse_variant
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def read_raw(raw: Path, data: FaceTensors, size: int) -> torch.Tensor:
+    """The data set's own images of ``data``'s rows, resized to ``size`` × ``size`` (uint8 NCHW)."""
+    out = torch.empty(len(data), 3, size, size, dtype=torch.uint8)
+    for i, rel in enumerate(data.paths):
+        path = raw / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"raw image '{path}' not found: run download@finetune in this workspace")
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        out[i] = torch.from_numpy(arr).permute(2, 0, 1)
+    return out
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+def plain_loop(
+    train_x: torch.Tensor, train: FaceTensors, test_x: torch.Tensor, cfg: FinetuneConfig, seed: int
+) -> dict[str, np.ndarray]:
+    """The simple thing: ResNet-18 from scratch, CE + L1(years), AdamW, flips; test predictions."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    gender, age = train.gender, train.age
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(cfg.optim.epochs):
+        model.train()
+        for idx in batch_indices(len(train_x), cfg.optim.batch_size, generator):
+            if len(idx) < 2:
+                continue
+            x = normalise(train_x[idx])
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            x[flip] = x[flip].flip(-1)
+            out = model(x)
+            g, a = gender[idx], age[idx]
+            known_g, known_a = g >= 0, torch.isfinite(a)
+            loss = F.cross_entropy(out[known_g, :2], g[known_g]) + F.l1_loss(out[known_a, 2], a[known_a])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        print(f"  plain loop: epoch {epoch + 1}/{cfg.optim.epochs}", flush=True)
+    model.eval()
+    probs, ages = [], []
+    with torch.no_grad():
+        for idx in batch_indices(len(test_x), 256, None):
+            out = model(normalise(test_x[idx]))
+            probs.append(out[:, :2].softmax(1)[:, 1])
+            ages.append(out[:, 2])
+    return {"gender_prob": torch.cat(probs).numpy(), "age": torch.cat(ages).numpy().astype(np.float64)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", default=".", help="project folder whose split, store and raw images to use")
+    p.add_argument("--variant", default="resnet18-none-gender+age", help="faceattr variant to train")
+    p.add_argument("--epochs", type=int, default=0, help="override finetune_multitask.optim.epochs (0: keep)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the test images")
+    args = p.parse_args()
+    ws = Path(args.workspace)
+    store, split, raw = ws / "data/aligned/finetune", ws / "data/splits/finetune.csv", ws / "data/raw/finetune"
+    cfg = load_section(ws / "params.yaml", "finetune_multitask", FinetuneConfig)
+    if args.epochs:
+        cfg = replace(cfg, optim=replace(cfg.optim, epochs=args.epochs))
+    train = load_split(store, split, ("train",))
+    test = load_split(store, split, ("test",))
+    size = train.size
+    print(
+        f"{len(train)} train / {len(test)} test images of '{split}', {size} px, {cfg.optim.epochs} epochs, "
+        f"batch {cfg.optim.batch_size}, AdamW lr {cfg.optim.lr} wd {cfg.optim.weight_decay}, seed {args.seed}",
+        flush=True,
+    )
+
+    start = time.perf_counter()
+    train_x, test_x = read_raw(raw, train, size), read_raw(raw, test, size)
+    plain = plain_loop(train_x, train, test_x, cfg, args.seed)
+    plain_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    variant = parse_variant(args.variant)
+    model, meta, _ = finetune(
+        variant,
+        cfg,
+        seed=args.seed,
+        store=store,
+        split_file=split,
+        identity_checkpoint=ws / "models/pretrain_identity/trunk.pt" if variant.pretraining == "identity" else None,
+        device=torch.device("cpu"),
+        resume_path=None,
+        on_epoch=lambda row: print(f"  faceattr: epoch {int(row['epoch'])}/{cfg.optim.epochs}", flush=True),
+    )
+    ours = predict(model, meta, test, torch.device("cpu"), 256)
+    ours_s = time.perf_counter() - start
+
+    edges = cfg.age_head.group_edges
+    s_plain = per_image_scores(plain, test, edges, 5.0)
+    s_ours = per_image_scores(ours, test, edges, 5.0)
+    print(f"\nQuality floor on {len(test)} test images (CI: percentile bootstrap over test images)")
+    print(f"  {'metric':16} {'plain loop':>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
+    for metric, key, scale in (("gender acc %", "gender_correct", 100), ("age MAE years", "age_abs_err", 1)):
+        a, b = s_ours[key] * scale, s_plain[key] * scale
+        ca, cb = bootstrap_ci(a, args.bootstrap), bootstrap_ci(b, args.bootstrap)
+        print(
+            f"  {metric:16} {np.nanmean(b):8.2f} [{cb[0]:6.2f}, {cb[1]:6.2f}] "
+            f"{np.nanmean(a):24.2f} [{ca[0]:6.2f}, {ca[1]:6.2f}] {np.nanmean(a) / np.nanmean(b):15.3f}"
+        )
+        d = paired_bootstrap(a, b, args.bootstrap)
+        diff = f"{d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p']:.3f}"
+        print(f"  {'':16} faceattr − plain {diff} (paired bootstrap over test images)")
+    print(
+        f"  wall time: plain loop {plain_s:.0f} s (incl. decoding), faceattr {ours_s:.0f} s; "
+        f"peak RSS {peak_rss_mib():.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
