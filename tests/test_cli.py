@@ -142,3 +142,39 @@ def test_protocol_summary_is_the_mean_over_splits(tmp_path, capsys) -> None:
     _protocol_run(tmp_path / "again", 1, 6.5)
     assert main(["protocol-summary", str(tmp_path / "s1"), str(tmp_path / "again")]) == 1
     assert "split(s) [1] appear in more than one run" in capsys.readouterr().err
+
+
+def test_publish_copies_aggregates_and_nothing_made_of_faces(tmp_path, capsys) -> None:
+    ws, dest = tmp_path / "ws", tmp_path / "results"
+    files = {
+        "reports/report.md": "# r\n![val_gender_acc](figures/val_gender_acc.png)\n"
+        "![attention-attn_cnn-s0](../predictions/figures/attention-attn_cnn-s0.png)\n",
+        "reports/figures/val_gender_acc.png": "png",
+        "predictions/figures/attention-attn_cnn-s0.png": "face",
+        "predictions/attn_cnn-s0.csv": "per-image",
+        "metrics/evaluate.json": "{}",
+        "metrics/align/finetune.json": "{}",
+        "metrics/align/finetune_dropped.csv": "paths",
+        "plots/finetune/v-s0.csv": "epoch",
+        "data/aligned/finetune/faces.npy": "crops",
+        "models/finetune/v-s0/model.pt": "weights",
+        "params.yaml": "base: {}",
+    }
+    for rel, text in files.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(text)
+    assert main(["publish", str(dest), "--workspace", str(ws)]) == 0
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert got == [
+        "figures/val_gender_acc.png",
+        "metrics/align/finetune.json",
+        "metrics/evaluate.json",
+        "params.yaml",
+        "plots/finetune/v-s0.csv",
+        "report.md",
+    ]
+    report = (dest / "report.md").read_text()
+    assert "![val_gender_acc](figures/val_gender_acc.png)" in report and "predictions/" not in report
+    assert "attention-attn_cnn-s0: not published, it shows faces" in report
+    assert main(["publish", str(dest), "--workspace", str(tmp_path / "nothing")]) == 1
+    assert "reports/report.md' not found: run the pipeline" in capsys.readouterr().err

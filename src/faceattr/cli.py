@@ -143,6 +143,19 @@ def _protocol_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    """Copy the aggregate results of a workspace (report, plot figures, metrics, curves) to a folder."""
+    from faceattr.publish import publish
+
+    try:
+        written = publish(Path(args.workspace), Path(args.dest))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {args.dest} (no crops, predictions, checkpoints or face figures)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_argument("--metrics", nargs="+", default=["age_mae", "age_cs5", "gender_acc"], help="metrics to print")
     summary.add_argument("--out", help="write the full result (per split too) as JSON")
     summary.set_defaults(func=_protocol_summary)
+    pub = sub.add_parser("publish", help="copy a run's aggregate results (report, metrics, curves) to a folder")
+    pub.add_argument("dest", help="results folder to write, e.g. results/first_paper_cpu")
+    pub.add_argument("--workspace", default=".", help="project folder whose outputs to copy (default: .)")
+    pub.set_defaults(func=_publish)
     args = p.parse_args(argv)
     return args.func(args)
 
