@@ -3,6 +3,7 @@ bootstrap CIs), paired comparisons, ensembles and data-efficiency points."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +13,18 @@ from faceattr.device import pick_device
 from faceattr.evaluation import evaluate_variants, summarise_results
 from faceattr.io import write_json
 from faceattr.stage import parser, run
-from faceattr.tracking import find_variant_run, tracked_run
+from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
 
 log = logging.getLogger("faceattr.stages.evaluate")
+
+
+def _restore(run: Run, model_dir: Path) -> None:
+    """What a recreated run shows of a model restored from DVC's cache: its params and meta."""
+    meta = model_dir / "meta.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        run.log_params({**m.get("params", {}), "variant": m.get("variant"), "seed": m.get("seed")})
+        run.log_artifact(meta)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -45,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_json(summary, args.summary)
         tracker.log_metrics(summary)
 
-        for name, by_split in results["runs"].items():  # test metrics join the run's own MLflow run
-            find_variant_run(name).log_metrics({f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()})
+        models = Path(args.models)
+        for name, by_split in results["runs"].items():  # test metrics join the run that trained the model
+            flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
+            linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n)).log_metrics(flat)
     ok = sum(s["status"] == "ok" for s in results["variants"].values())
     log.info(
         "evaluate: %d variants (%d not run) × %d seeds on %d test images; %d comparisons",

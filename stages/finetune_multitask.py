@@ -14,7 +14,7 @@ from faceattr.distributed import init_distributed
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
-from faceattr.tracking import tracked_run
+from faceattr.tracking import RUN_LINK, data_provenance, tracked_run, write_run_link
 from faceattr.train.finetune import finetune, missing_weights, write_not_run
 from faceattr.variants import parse_variant, run_name
 
@@ -47,10 +47,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "uncertainty_weighting": variant.uncertainty_weighting,
         "train_fraction": variant.fraction,
         "seed": args.seed,
+        **data_provenance(args.params, "finetune", args.store),
     }
     info = init_distributed()  # one process unless started by torchrun
     tags = {"faceattr.seed": str(args.seed), "faceattr.variant_family": variant.name}
     with tracked_run("finetune_multitask", params, variant=name, tags=tags) as tracker:
+        if info.main:  # the run id travels with the model, so evaluate finds this run by id
+            write_run_link(tracker, Path(args.out).with_name(RUN_LINK))
         reason = missing_weights(variant, cfg)
         if reason is not None:  # finetune_multitask.imagenet_missing: not_run
             log.error("%s not run: %s", name, reason)

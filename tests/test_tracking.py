@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
+import yaml
 
 from faceattr import tracking
 
@@ -40,9 +46,33 @@ def test_run_records_params_curves_and_parent(store, tmp_path) -> None:
     (parent,) = _runs(store, "pipeline")
     assert found.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert [a.path for a in store.list_artifacts(found.info.run_id)] == ["note.txt"]
-    # evaluate finds the variant's run to add its test metrics
-    tracking.find_variant_run("v1").log_metrics({"test_age_mae": 6.0})
-    assert store.get_run(found.info.run_id).data.metrics["test_age_mae"] == 6.0
+    exp = store.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    assert "faceattr.params_hash" not in found.data.tags
+
+
+def test_evaluate_finds_the_run_by_the_id_in_its_outputs_not_by_commit(store, tmp_path, monkeypatch) -> None:
+    link = tmp_path / "models" / "v1-s0" / tracking.RUN_LINK
+    with tracking.tracked_run("finetune_multitask", {"lr": 0.1}, variant="v1-s0") as run:
+        tracking.write_run_link(run, link)
+    monkeypatch.setattr(tracking, "git_commit", lambda: "a-later-commit")  # a commit between the stages
+    restored: list[str] = []
+    found = tracking.linked_run(link, "v1-s0", lambda r: restored.append(r.run_id))
+    found.log_metrics({"test_age_mae": 6.0})
+    assert found.run_id == run.run_id and restored == []
+    assert store.get_run(run.run_id).data.metrics["test_age_mae"] == 6.0
+
+
+def test_a_run_missing_from_the_store_is_recreated_and_marked_restored(store, tmp_path) -> None:
+    link = tmp_path / tracking.RUN_LINK
+    link.write_text('{"mlflow_run_id": "0123456789abcdef0123456789abcdef", "tracking_uri": "elsewhere"}')
+    run = tracking.linked_run(link, "v2-s1", lambda r: r.log_params({"lr": 0.5}))
+    run.log_metrics({"test_gender_acc": 0.75})
+    got = store.get_run(run.run_id)
+    assert got.data.tags["faceattr.restored"] == "true" and got.data.tags["faceattr.variant"] == "v2-s1"
+    assert got.data.tags["faceattr.restored_from"] == "0123456789abcdef0123456789abcdef"
+    assert got.data.params == {"lr": "0.5"} and got.data.metrics == {"test_gender_acc": 0.75}
+    assert got.info.status == "FINISHED"
 
 
 def test_crash_marks_run_failed(store) -> None:
@@ -64,3 +94,58 @@ def test_metric_names_are_made_acceptable_to_mlflow() -> None:
     assert tracking.metric_name("variants.face_resnet18-identity-gender+age.test.age_mae") == (
         "variants.face_resnet18-identity-gender_age.test.age_mae"
     )
+
+
+def _dead_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_store_at_the_start_is_one_line_naming_it(tmp_path) -> None:
+    uri = f"http://127.0.0.1:{_dead_port()}"
+    env = {**os.environ, "FACEATTR_TRACKING": "on", "MLFLOW_TRACKING_URI": uri}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"evaluate": {}, "finetune_multitask": {}}))
+    script = (
+        "from faceattr.stage import run\nfrom faceattr.tracking import tracked_run\n"
+        "def main(argv):\n    with tracked_run('split', {'a': 1}):\n        pass\nrun(main)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"MLflow tracking store '{uri}' cannot be reached" in lines[0] and "FACEATTR_TRACKING=off" in lines[0]
+
+
+def test_store_lost_mid_training_costs_no_work(store, tmp_path, caplog) -> None:
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "model.txt"
+    with tracking.tracked_run("finetune_multitask", {"lr": 0.1}, variant="v3-s0") as run:
+        run.log_curve([{"epoch": 1.0, "loss": 2.0}])
+        run._client = MlflowClient(f"http://127.0.0.1:{_dead_port()}")  # the server goes away
+        run.log_curve([{"epoch": 2.0, "loss": 1.0}, {"epoch": 3.0, "loss": 0.5}])
+        run.log_artifact(out) if out.exists() else None
+        out.write_text("trained")  # the stage's own outputs are still written
+    assert out.read_text() == "trained"
+    assert "stopped answering" in caplog.text and "is incomplete: not logged: metrics at step 2" in caplog.text
+    (found,) = _runs(store, "finetune_multitask")
+    history = store.get_metric_history(found.info.run_id, "loss")
+    assert [m.step for m in history] == [1]
+
+
+def test_sigterm_ends_the_run_killed_with_the_epoch_reached(store, tmp_path) -> None:
+    script = (
+        "import os, signal\nfrom faceattr.stage import run\nfrom faceattr.tracking import tracked_run\n"
+        "def main(argv):\n    with tracked_run('finetune_multitask', {}, variant='v4-s0') as t:\n"
+        "        t.log_curve([{'epoch': 1.0, 'loss': 2.0}, {'epoch': 2.0, 'loss': 1.0}])\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n        raise SystemExit('not reached')\nrun(main)\n"
+    )
+    env = {**os.environ, "FACEATTR_TRACKING": "on"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143 and "stopped (SIGTERM)" in proc.stderr, proc.stderr
+    (found,) = _runs(store, "finetune_multitask")
+    assert found.info.status == "KILLED"
+    assert found.data.tags["faceattr.epoch_reached"] == "2" and found.data.tags["faceattr.stopped_by"] == "SIGTERM"

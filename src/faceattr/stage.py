@@ -35,8 +35,14 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
         datefmt="%H:%M:%S",
     )
     warnings.filterwarnings("ignore", module="mlflow")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # MLflow's HTTP retries: tracking reports the outcome
+    from faceattr.tracking import Interrupted
+
     try:
         main(sys.argv[1:])
+    except (KeyboardInterrupt, Interrupted) as err:
+        log.error("stopped (%s)", "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM")
+        sys.exit(130 if isinstance(err, KeyboardInterrupt) else 143)
     except USER_ERRORS as err:
         if os.environ.get("FACEATTR_DEBUG"):
             raise

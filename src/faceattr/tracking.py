@@ -2,20 +2,28 @@
 
 Tracking is on unless ``FACEATTR_TRACKING=off``. The store is ``MLFLOW_TRACKING_URI`` when set,
 else a local SQLite file ``mlflow.db`` in the working directory (browse it with ``faceattr ui``).
-DVC stages are separate processes, so every run of one pipeline commit is linked to a parent run
-found (or created) by the tag ``faceattr.pipeline`` = git commit; MLflow's UI nests them under it.
-Outputs written for DVC never depend on whether tracking is on.
+DVC stages are separate processes, so every run of one pipeline commit is nested under a parent
+run found (or created) by the tag ``faceattr.pipeline`` = git commit, for browsing only. What
+links a fine-tuning run to its evaluation is the run id the stage writes into its DVC outputs
+(``mlflow_run.json`` beside the checkpoint), never the commit.
+
+A store that cannot be reached when a stage starts stops it with one line (``TrackingUnavailable``)
+naming the URI and how to run without tracking. A store that goes away later costs no work: the
+stage finishes and writes its outputs, warns once, and lists what was not logged. SIGTERM and
+SIGINT end the run as KILLED with the epoch it reached; any other exception as FAILED.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,23 @@ from faceattr.distributed import current
 log = logging.getLogger(__name__)
 EXPERIMENT = "faceattr"
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow's UI opens an experiment of this kind on its runs table (3.x otherwise guesses GenAI)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A server that does not answer fails in seconds, not after MLflow's default minutes of retries.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+RUN_LINK = "mlflow_run.json"  # written by finetune_multitask beside its checkpoint
+
+
+class TrackingUnavailable(ValueError):
+    """The tracking store could not be reached when a stage started (a user error: exit 1)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (a scheduler, a timeout, ``kill``): unwinds like KeyboardInterrupt."""
 
 
 def enabled() -> bool:
@@ -57,14 +82,41 @@ def metric_name(name: str) -> str:
 
 
 class Run:
-    """What a stage may log; every method is a no-op when tracking is off."""
+    """What a stage may log; every method is a no-op when tracking is off.
+
+    A call that fails (the store went away) is not retried: the run stops logging, warns once and
+    remembers what it could not log, so training never waits on or dies of the tracking store.
+    """
 
     def __init__(self, client: Any = None, run_id: str | None = None) -> None:
         self._client, self.run_id = client, run_id
+        self.epoch = 0  # the last epoch logged by ``log_curve``
+        self.missed: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        return self._client is not None
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._client is None:
+            if self.run_id is not None:
+                self.missed.append(what)
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # the store is gone: keep training, stop logging
+            log.warning(
+                "MLflow at %s stopped answering (%s); the stage goes on without tracking",
+                tracking_uri(),
+                _short(err),
+            )
+            self._client = None
+            self.missed.append(what)
+            return None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log numeric metrics (nested dicts flattened to dotted names) in one batch call."""
-        if self._client is None:
+        if self._client is None and self.run_id is None:
             return
         from mlflow.entities import Metric
 
@@ -73,29 +125,55 @@ class Run:
             k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
         batch = [Metric(metric_name(k), v, now_ms, step or 0) for k, v in flat.items()]
+        what = f"metrics at step {step}" if step is not None else f"{len(batch)} metrics"
         for i in range(0, len(batch), 1000):
-            self._client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            self._call(what, lambda b=batch[i : i + 1000]: self._client.log_batch(self.run_id, metrics=b))
 
     def log_curve(self, rows: list[Mapping[str, float]], step_key: str = "epoch") -> None:
         """Log a per-epoch history as metric series in batched calls."""
         for row in rows:
+            self.epoch = max(self.epoch, int(row[step_key]))
             self.log_metrics({k: v for k, v in row.items() if k != step_key}, step=int(row[step_key]))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self._client is None or not Path(path).exists():
+        if not Path(path).exists():
             return
         if Path(path).is_dir():
-            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+            self._call(f"artifacts {path}", lambda: self._client.log_artifacts(self.run_id, str(path), artifact_path))
         else:
-            self._client.log_artifact(self.run_id, str(path), artifact_path)
+            self._call(f"artifact {path}", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self._client is not None:
-            for k, v in tags.items():
-                self._client.set_tag(self.run_id, k, v)
+        for k, v in tags.items():
+            self._call(f"tag {k}", lambda k=k, v=v: self._client.set_tag(self.run_id, k, v))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self._call("params", lambda b=flat[i : i + 100]: self._client.log_batch(self.run_id, params=b))
+
+    def end(self, status: str) -> None:
+        self._call(f"status {status}", lambda: self._client.set_terminated(self.run_id, status))
+        if self.missed:
+            log.warning(
+                "MLflow run %s is incomplete: not logged: %s", self.run_id, ", ".join(dict.fromkeys(self.missed))
+            )
+
+
+def _short(err: BaseException) -> str:
+    """The first line of an MLflow error, without its retry chatter."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    cause = re.search(r"\[Errno [^\]]+\][^'\")]*", text)  # e.g. "[Errno 111] Connection refused"
+    if cause:
+        return cause.group(0).strip()
+    return text if len(text) < 200 else text[:200] + "..."
 
 
 def _client() -> Any:
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow.tracking import MlflowClient
@@ -104,8 +182,14 @@ def _client() -> Any:
 
 
 def _experiment_id(client: Any) -> str:
+    """The project's experiment, created as (or marked) a model-training experiment."""
     exp = client.get_experiment_by_name(EXPERIMENT)
-    return exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+    if exp is None:
+        return client.create_experiment(EXPERIMENT, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def _parent_run(client: Any, experiment_id: str, commit: str) -> str:
@@ -126,15 +210,50 @@ def _parent_run(client: Any, experiment_id: str, commit: str) -> str:
     return run.info.run_id
 
 
+def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
+    """Create the run, or raise ``TrackingUnavailable`` with one line a user can act on."""
+    uri = tracking_uri()
+    try:
+        client = _client()
+        experiment_id = _experiment_id(client)
+        commit = tags["faceattr.pipeline"]
+        parent = _parent_run(client, experiment_id, commit)
+        run = client.create_run(experiment_id, run_name=name, tags={**tags, "mlflow.parentRunId": parent})
+    except Exception as err:
+        raise TrackingUnavailable(
+            f"MLflow tracking store '{uri}' cannot be reached ({_short(err)}): start it, point MLFLOW_TRACKING_URI "
+            "at a store that answers, or run without tracking with FACEATTR_TRACKING=off"
+        ) from None
+    return Run(client, run.info.run_id)
+
+
+@contextmanager
+def _on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``Interrupted`` so the run can be closed (main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def tracked_run(
     stage: str,
     params: Mapping[str, Any],
     variant: str | None = None,
-    params_hash: str = "",
     tags: Mapping[str, str] | None = None,
 ) -> Iterator[Run]:
-    """Start a run for ``stage`` (and ``variant``), log ``params``, end it FINISHED or FAILED.
+    """Start a run for ``stage`` (and ``variant``), log ``params``; end it FINISHED, KILLED
+    (SIGTERM, SIGINT: tagged with the epoch reached) or FAILED.
 
     ``tags`` are extra run tags (a fine-tuning run's seed and variant without the seed, so the
     MLflow UI can group a variant's seeds).
@@ -142,47 +261,98 @@ def tracked_run(
     if not enabled():
         yield Run()
         return
-    client = _client()
-    experiment_id = _experiment_id(client)
     commit = git_commit()
     run_tags = {
         "faceattr.stage": stage,
         "faceattr.pipeline": commit,
-        "faceattr.params_hash": params_hash,
         "mlflow.source.git.commit": commit.removesuffix("-dirty"),
-        "mlflow.parentRunId": _parent_run(client, experiment_id, commit),
     }
     if variant:
         run_tags["faceattr.variant"] = variant
     run_tags.update(tags or {})
     name = f"{stage}/{variant}" if variant else stage
-    run = client.create_run(experiment_id, run_name=name, tags=run_tags)
-    tracker = Run(client, run.info.run_id)
-    from mlflow.entities import Param
+    tracker = _start(stage, name, run_tags)
+    tracker.log_params(params)
+    log.info("MLflow run %s (%s) in %s", tracker.run_id, name, tracking_uri())
+    with _on_sigterm():
+        try:
+            yield tracker
+        except (KeyboardInterrupt, Interrupted) as err:
+            reason = "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+            tracker.set_tags({"faceattr.stopped_by": reason, "faceattr.epoch_reached": str(tracker.epoch)})
+            tracker.end("KILLED")
+            raise
+        except BaseException:
+            tracker.set_tags({"faceattr.epoch_reached": str(tracker.epoch)})
+            tracker.end("FAILED")
+            raise
+    tracker.end("FINISHED")
 
-    flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-    for i in range(0, len(flat), 100):
-        client.log_batch(run.info.run_id, params=flat[i : i + 100])
-    log.info("MLflow run %s (%s) in %s", run.info.run_id, name, tracking_uri())
-    try:
-        yield tracker
-    except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
-    client.set_terminated(run.info.run_id, "FINISHED")
+
+def data_provenance(params_file: str | Path, role: str, store: str | Path) -> dict[str, str]:
+    """What a run was trained on, for its MLflow params: the data set and source of ``role``, the
+    split protocol, the alignment params and the DVC hash of the aligned store (``dvc.lock``)."""
+    import yaml
+
+    from faceattr.config import load_params
+
+    p = load_params(params_file)
+    data, split, align = p.get("datasets", {}).get(role, {}), p.get("split", {}), p.get("align", {})
+    out = {
+        "data.role": role,
+        "data.dataset": str(data.get("dataset", "")),
+        "data.source": str(data.get("source", "")),
+        "data.uri": str(data.get("uri", "")),
+        "data.max_images": str(data.get("max_images", "")),
+        "data.split_protocol": str(split.get("protocol", "")),
+        "data.split_file": str(split.get("file", "")),
+        **{f"data.align.{k}": str(align.get(k, "")) for k in ("size", "scale", "fill", "landmarks")},
+        "data.store": str(store),
+        "data.store_dvc_md5": "not in dvc.lock",
+    }
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for o in stage.get("outs", []):
+                if Path(o.get("path", "")) == Path(store) and "md5" in o:
+                    out["data.store_dvc_md5"] = o["md5"]
+    return out
 
 
-def find_variant_run(variant: str) -> Run:
-    """The latest fine-tuning run of ``variant`` for this commit, so evaluate can add test metrics."""
+def write_run_link(tracker: Run, path: str | Path) -> None:
+    """Record which MLflow run observed this output (``None`` ids when tracking was off)."""
+    from faceattr.io import write_json
+
+    on = tracker.run_id is not None
+    write_json({"mlflow_run_id": tracker.run_id, "tracking_uri": tracking_uri() if on else None}, path)
+
+
+def linked_run(link: str | Path, name: str, restore: Callable[[Run], None]) -> Run:
+    """The MLflow run a DVC output names in its ``mlflow_run.json``, for more logging (evaluate's
+    test metrics). Where that run is not in this store (the output came from DVC's run cache,
+    another store, or a run with tracking off), a run is created for it, tagged
+    ``faceattr.restored``, and ``restore`` fills in what the original run held."""
     if not enabled():
         return Run()
+    link = Path(link)
+    recorded = json.loads(link.read_text()).get("mlflow_run_id") if link.is_file() else None
     client = _client()
-    commit = git_commit()
-    found = client.search_runs(
-        [_experiment_id(client)],
-        f"tags.`faceattr.variant` = '{variant}' and tags.`faceattr.stage` = 'finetune_multitask' "
-        f"and tags.`faceattr.pipeline` = '{commit}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return Run(client, found[0].info.run_id) if found else Run()
+    if recorded:
+        try:
+            client.get_run(recorded)
+            return Run(client, recorded)
+        except Exception:
+            pass
+    tags = {
+        "faceattr.stage": "finetune_multitask",
+        "faceattr.variant": name,
+        "faceattr.pipeline": git_commit(),
+        "faceattr.restored": "true",
+        "faceattr.restored_from": recorded or "no run id (tracked off, or written before run links)",
+    }
+    run = _start("finetune_multitask", f"finetune_multitask/{name}", tags)
+    restore(run)
+    run.end("FINISHED")
+    log.info("MLflow: recreated run %s for %s (its outputs came from DVC's cache)", run.run_id, name)
+    return run
