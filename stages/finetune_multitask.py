@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from faceattr.config import FinetuneConfig, load_section, to_dict
+from faceattr.config import FinetuneConfig, PretrainIdentityConfig, check_same_trunk, load_section, to_dict
 from faceattr.device import pick_device
 from faceattr.distributed import init_distributed
 from faceattr.io import atomic_path, write_json, write_rows_csv
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--curve", required=True, help="per-epoch CSV")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "finetune_multitask", FinetuneConfig)
+    check_same_trunk(load_section(args.params, "pretrain_identity", PretrainIdentityConfig), cfg)
     variant = parse_variant(args.variant)
     name = run_name(variant.name, args.seed)
     params = {

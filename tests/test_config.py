@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from faceattr.config import SECTIONS, AlignConfig, ConfigError, FinetuneConfig, load_params, parse
+from faceattr.config import SECTIONS, AlignConfig, ConfigError, FinetuneConfig, flatten, load_params, parse
 from faceattr.variants import parse_variant
 
 from .conftest import ROOT
@@ -160,3 +160,25 @@ def test_variant_options_parse_in_any_order() -> None:
     assert v.name == "face_resnet18-none-gender+age-dldl-cond-uw-frac10"
     assert (v.age_head, v.gender_conditioned, v.uncertainty_weighting, v.fraction) == ("dldl", True, True, 10)
     assert v.family == "face_resnet18-none-gender+age-dldl-cond-uw"
+
+
+def test_params_yaml_is_the_one_source_of_defaults() -> None:
+    """Deleting any key of params.yaml is an error naming it, never a silent fallback to a
+    dataclass default (which may differ: the code's defaults are not the experiment's)."""
+    import copy
+
+    params = load_params(ROOT / "params.yaml")
+    checked = 0
+    for name, cls in SECTIONS.items():
+        for key in flatten(params[name]):
+            raw = copy.deepcopy(params[name])
+            *path, leaf = key.split(".")
+            node = raw
+            for part in path:
+                node = node[part]
+            del node[leaf]
+            with pytest.raises(ConfigError) as err:  # a field, or an entry of a mapping such as split pools
+                parse(cls, raw, name, complete=True)
+            assert f"missing key '{name}.{key}'" in str(err.value) or leaf in str(err.value), (key, err.value)
+            checked += 1
+    assert checked > 100

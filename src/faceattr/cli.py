@@ -46,9 +46,11 @@ def _check_params(args: argparse.Namespace) -> int:
         for name, cls in SECTIONS.items():
             if name not in params:
                 raise ConfigError(f"params file '{args.params}' has no section '{name}'")
-            parsed[name] = parse(cls, params[name], name)
-        from faceattr.config import SOURCE_TASKS
+            parsed[name] = parse(cls, params[name], name, complete=True)
+        from faceattr.config import SOURCE_TASKS, check_same_trunk
         from faceattr.variants import parse_variant
+
+        check_same_trunk(parsed["pretrain_identity"], parsed["finetune_multitask"])
 
         source = parsed["datasets"].finetune.source
         for variant in params["finetune_multitask"].get("variants", []):

@@ -26,13 +26,15 @@ class ConfigError(ValueError):
     """A params file or section that cannot be used as given."""
 
 
-def parse(cls: type[T], raw: Any, where: str) -> T:
+def parse(cls: type[T], raw: Any, where: str, complete: bool = False) -> T:
     """Parse ``raw`` (plain YAML data) into the frozen dataclass ``cls``.
 
     Args:
         cls: a dataclass type whose fields carry type hints.
         raw: the mapping read from YAML.
         where: dotted location of ``raw`` in the params file, used in error messages.
+        complete: every field must be given (a params file: ``params.yaml`` is the one source of
+            defaults, so a deleted key is an error, never a silent fallback to a code default).
 
     Raises:
         ConfigError: on an unknown or missing key, or a value of the wrong type.
@@ -47,27 +49,29 @@ def parse(cls: type[T], raw: Any, where: str) -> T:
     values = {}
     for name, field in fields.items():
         if name not in raw:
+            if complete:
+                raise ConfigError(f"missing key '{where}.{name}': the params file must set every key (see params.yaml)")
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"missing key '{where}.{name}'")
             continue
-        values[name] = _coerce(hints[name], raw[name], f"{where}.{name}")
+        values[name] = _coerce(hints[name], raw[name], f"{where}.{name}", complete)
     try:
         return cls(**values)
     except ValueError as err:  # __post_init__ checks of value ranges
         raise ConfigError(f"bad value in '{where}': {err}") from None
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, where: str, complete: bool = False) -> Any:
     """Check ``value`` against the type hint ``hint`` and convert containers to immutable ones."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return parse(hint, value, where)
+        return parse(hint, value, where, complete)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
+        return _coerce(inner[0], value, where, complete)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"'{where}' must be one of {list(args)}, got {value!r}")
@@ -129,12 +133,24 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_same_trunk(pretrain: PretrainIdentityConfig, finetune: FinetuneConfig) -> None:
+    """Table 1 compares an identity-pretrained trunk with untrained ones: they must be the same
+    size, so a fine-tuning width or embedding other than the pretrained trunk's is an error."""
+    for key in ("width", "embedding_size"):
+        a, b = getattr(finetune, key), getattr(pretrain, key)
+        if a != b:
+            raise ConfigError(
+                f"finetune_multitask.{key} ({a}) differs from pretrain_identity.{key} ({b}): the pretraining "
+                "comparison would set networks of different sizes side by side; set both to the same value"
+            )
+
+
 def load_section(path: str | Path, name: str, cls: type[T]) -> T:
     """Parse section ``name`` of the params file at ``path`` into ``cls``."""
     params = load_params(path)
     if name not in params:
         raise ConfigError(f"params file '{path}' has no section '{name}'")
-    return parse(cls, params[name], name)
+    return parse(cls, params[name], name, complete=True)
 
 
 # --------------------------------------------------------------------------------------------

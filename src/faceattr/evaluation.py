@@ -23,6 +23,7 @@ import torch
 from faceattr.config import INTERVALS, EvaluateConfig
 from faceattr.data.align import template
 from faceattr.io import atomic_path, read_json, write_rows_csv
+from faceattr.metrics import nme, nme_per_image
 from faceattr.models.checkpoint import load_multitask
 from faceattr.statistics import bootstrap_ci, holm, mean_std, paired_bootstrap, seed_cluster_bootstrap_ci
 from faceattr.train.data import FaceTensors, LabelCodec, batch_indices, load_split, to_input
@@ -108,9 +109,8 @@ def per_image_scores(
         s["age_group_abs_diff"] = np.where(np.isfinite(age), np.abs(group - true_group), nan)
         s["true_group"], s["pred_group"] = np.where(np.isfinite(age), true_group, -1), group
     if "landmarks" in pred:
-        t = data.landmarks.numpy().astype(np.float64)
-        iod = np.linalg.norm(t[:, 0] - t[:, 1], axis=1)
-        s["landmark_nme"] = np.linalg.norm(pred["landmarks"] - t, axis=2).mean(1) / iod
+        t = data.landmarks.double()
+        s["landmark_nme"] = nme_per_image(torch.as_tensor(pred["landmarks"], dtype=torch.float64), t).numpy()
     if "attr_prob" in pred and data.attributes is not None:
         true = data.attributes.numpy()
         known = np.isfinite(true)
@@ -144,8 +144,7 @@ def baseline_metrics(train: FaceTensors, data: FaceTensors, cs_threshold: float)
     lm = data.landmarks[torch.isfinite(data.landmarks).flatten(1).all(1)]
     if len(lm):
         tpl = torch.tensor(template(data.size, data.template_scale), dtype=torch.float32)
-        iod = (lm[:, 0] - lm[:, 1]).norm(dim=1)
-        out["landmark_nme"] = float(((lm - tpl).norm(dim=2).mean(1) / iod).mean())
+        out["landmark_nme"] = nme(tpl.expand_as(lm), lm)
     if train.attributes is not None and data.attributes is not None and data.attributes.shape[1]:
         majority = (torch.nanmean(train.attributes, 0) >= 0.5).float()
         known = torch.isfinite(data.attributes)

@@ -28,18 +28,26 @@ def cumulative_score(pred: torch.Tensor, target: torch.Tensor, k: float = 5.0) -
     return float(((pred[mask] - target[mask]).abs() <= k).float().mean())
 
 
-def nme(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Normalised mean error of 5-point landmarks: mean point error / inter-ocular distance.
+def nme_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Normalised mean error of each image's 5-point landmarks: mean point error / inter-ocular
+    distance (the one definition; every NME faceattr reports is a mean of these).
 
     Args:
         pred, target: (N, 5, 2) pixel coordinates, points in the order left eye, right eye, nose,
             left mouth corner, right mouth corner; the normaliser is the distance between the
             two eye points of ``target``.
+
+    Returns:
+        (N,) NME per image, NaN where ``target`` lacks a point.
     """
-    mask = torch.isfinite(target).flatten(1).all(1)
-    pred, target = pred[mask], target[mask]
     iod = (target[:, 0] - target[:, 1]).norm(dim=1)
-    return float(((pred - target).norm(dim=2).mean(1) / iod).mean())
+    return (pred - target).norm(dim=2).mean(1) / iod
+
+
+def nme(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean of ``nme_per_image`` over the images with all five target points."""
+    per = nme_per_image(pred, target)
+    return float(per[torch.isfinite(per)].mean())
 
 
 class MetricSums:
@@ -63,10 +71,9 @@ class MetricSums:
             s[3] += (err[mask] <= self.cs_threshold).sum()
             s[4] += mask.sum()
         if "landmarks" in pred:
-            mask = torch.isfinite(true["landmarks"]).flatten(1).all(1)
-            p, t = pred["landmarks"][mask], true["landmarks"][mask]
-            iod = (t[:, 0] - t[:, 1]).norm(dim=1)
-            s[5] += ((p - t).norm(dim=2).mean(1) / iod).sum()
+            per = nme_per_image(pred["landmarks"], true["landmarks"])
+            mask = torch.isfinite(per)
+            s[5] += per[mask].sum()
             s[6] += mask.sum()
         if "attributes" in pred:
             known = torch.isfinite(true["attributes"])
