@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -104,22 +104,46 @@ def align_face(
 
 @dataclass(frozen=True)
 class Detection:
-    """The chosen face of one image: five landmarks (5, 2) and the detector's probability."""
+    """One face: five landmarks (5, 2) and its box (x1, y1, x2, y2), in the photo's pixels, and
+    the detector's probability."""
 
     landmarks: np.ndarray
     probability: float
+    box: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+def choose_face(faces: Sequence[Detection], min_probability: float) -> Detection | None:
+    """The face an image is about: the largest among those at least ``min_probability`` likely,
+    so a large false detection (a knee at p = 0.75) never beats a clear face (p = 1.0). Without
+    any such face, the most probable one (the caller drops it as low-confidence)."""
+    if not faces:
+        return None
+    confident = [f for f in faces if f.probability >= min_probability]
+    if confident:
+        return max(confident, key=lambda f: f.area)
+    return max(faces, key=lambda f: f.probability)
 
 
 class MTCNNDetector:
-    """facenet-pytorch's MTCNN, run on batches of images; picks the largest face in each.
+    """facenet-pytorch's MTCNN, run on batches of images.
 
-    The network weights ship inside the facenet-pytorch wheel, so this works offline. It is built
-    on first use, never at import.
+    Detection runs on a copy whose longer side is at most ``max_side`` px (like insightface's
+    ``det_size``; 0: full resolution), and boxes and landmarks are mapped back to the photo's
+    pixels, so a caller aligns from the full-resolution photo. The network weights ship inside the
+    facenet-pytorch wheel, so this works offline. It is built on first use, never at import.
     """
 
-    def __init__(self, device: str = "cpu", min_face_size: int = 20) -> None:
+    def __init__(
+        self, device: str = "cpu", min_face_size: int = 20, min_probability: float = 0.0, max_side: int = 0
+    ) -> None:
         self.device = device
         self.min_face_size = min_face_size
+        self.min_probability = min_probability
+        self.max_side = max_side
         self._mtcnn = None
 
     def _model(self):
@@ -129,17 +153,33 @@ class MTCNNDetector:
             self._mtcnn = MTCNN(keep_all=True, device=self.device, min_face_size=self.min_face_size)
         return self._mtcnn
 
+    def _shrink(self, image: Image.Image) -> tuple[Image.Image, float]:
+        side = max(image.size)
+        if not self.max_side or side <= self.max_side:
+            return image, 1.0
+        f = self.max_side / side
+        size = (max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f)))
+        return image.resize(size, Image.Resampling.BILINEAR), f
+
+    def detect_all(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """Every face of each RGB image (any sizes), in the photo's pixels."""
+        shrunk = [self._shrink(im) for im in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for k, (im, _) in enumerate(shrunk):
+            by_size.setdefault(im.size, []).append(k)  # MTCNN's batches need one size per call
+        out: list[list[Detection]] = [[] for _ in images]
+        for idx in by_size.values():
+            boxes, probs, points = self._model().detect([shrunk[k][0] for k in idx], landmarks=True)
+            for k, box, prob, pts in zip(idx, boxes, probs, points, strict=True):
+                if box is None:
+                    continue
+                f = shrunk[k][1]
+                pts, box = np.asarray(pts, dtype=np.float64) / f, np.asarray(box, dtype=np.float64) / f
+                out[k] = [Detection(pts[j], float(prob[j]), box[j]) for j in range(len(box))]
+        return out
+
     def detect(self, images: Sequence[Image.Image]) -> list[Detection | None]:
-        """Detect faces in same-sized RGB images; ``None`` where no face was found."""
+        """The chosen face of each image (``choose_face``); ``None`` where none was found."""
         if not images:
             return []
-        boxes, probs, points = self._model().detect(list(images), landmarks=True)
-        out: list[Detection | None] = []
-        for box, prob, pts in zip(boxes, probs, points, strict=True):
-            if box is None:
-                out.append(None)
-                continue
-            areas = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-            best = int(np.argmax(areas))
-            out.append(Detection(np.asarray(pts[best], dtype=np.float64), float(prob[best])))
-        return out
+        return [choose_face(faces, self.min_probability) for faces in self.detect_all(images)]

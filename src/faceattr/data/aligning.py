@@ -54,7 +54,11 @@ def align_dataset(
     writer = StoreWriter(out_dir, len(records), cfg.size, cfg.scale, cfg.fill)
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
-    detector = MTCNNDetector(device, cfg.min_face_size) if cfg.landmarks in ("mtcnn", "auto") else None
+    detector = (
+        MTCNNDetector(device, cfg.min_face_size, cfg.min_probability, cfg.detect_max_side)
+        if cfg.landmarks in ("mtcnn", "auto")
+        else None
+    )
 
     lm_cols = list(manifest.LANDMARK_COLUMNS)
     batch: list[tuple[int, Image.Image]] = []
@@ -156,12 +160,5 @@ def _provided_points(row: pd.Series, columns: list[str]) -> np.ndarray | None:
 
 
 def _detect(detector: MTCNNDetector, images: list[Image.Image]) -> list:
-    """MTCNN over images grouped by size (its batched mode needs one size per call)."""
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for k, im in enumerate(images):
-        by_size.setdefault(im.size, []).append(k)
-    out: list = [None] * len(images)
-    for idx in by_size.values():
-        for k, det in zip(idx, detector.detect([images[k] for k in idx]), strict=True):
-            out[k] = det
-    return out
+    """The chosen face of each image (the detector groups images by size for its batches)."""
+    return detector.detect(images)
