@@ -158,6 +158,31 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    """Predict every face in the given photos; non-zero exit when any input could not be read."""
+    from faceattr.predict import ModelError, run
+
+    try:
+        faces, no_face, failed = run(
+            args.paths,
+            args.model,
+            args.out,
+            args.draw,
+            args.aligned,
+            args.batch_size,
+            args.min_probability,
+            args.detect_max_side,
+        )
+    except ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"predict: {faces} faces; {no_face} images without a face; {failed} inputs unreadable", file=sys.stderr)
+    if failed:
+        print(f"error: {failed} inputs could not be read (their rows say why)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,6 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pub.add_argument("dest", help="results folder to write, e.g. results/first_paper_cpu")
     pub.add_argument("--workspace", default=".", help="project folder whose outputs to copy (default: .)")
     pub.set_defaults(func=_publish)
+    pred = sub.add_parser("predict", help="faces in photos -> every head's answer, one row per face")
+    pred.add_argument("paths", nargs="+", help="image files, folders (recursive) or globs")
+    pred.add_argument(
+        "--model", required=True, help="run folder (models/finetune/<run>), model.pt, runs:/ or models:/ URI, .onnx"
+    )
+    pred.add_argument("--out", help="write rows here: .csv, else JSON lines (default: JSON lines on stdout)")
+    pred.add_argument("--draw", help="folder for annotated copies of the photos")
+    pred.add_argument("--aligned", action="store_true", help="inputs are aligned crops already: skip detection")
+    pred.add_argument("--batch-size", type=int, default=32, help="faces per network call (default 32)")
+    pred.add_argument("--min-probability", type=float, default=0.9, help="MTCNN face probability to keep a face")
+    pred.add_argument("--detect-max-side", type=int, default=640, help="detect on a copy at most this large (px)")
+    pred.set_defaults(func=_predict)
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -287,13 +287,15 @@ class LabelCodec:
             raw = outputs["age"].float()
             if self.age_head == "regression":
                 pred["age"] = raw * self.age_std + self.age_mean
-            elif self.age_head == "dldl":
-                years = torch.arange(raw.shape[1], dtype=raw.dtype, device=raw.device)
-                pred["age"] = raw.softmax(1) @ years
-            else:
+            else:  # a distribution: its expectation, and its std as the spread of the estimate
                 probs = raw.softmax(1)
-                pred["age_group"] = probs
-                pred["age"] = probs @ torch.tensor(group_centres(self.group_edges), device=raw.device)
+                if self.age_head == "dldl":
+                    values = torch.arange(raw.shape[1], dtype=raw.dtype, device=raw.device)
+                else:
+                    pred["age_group"] = probs
+                    values = torch.tensor(group_centres(self.group_edges), dtype=raw.dtype, device=raw.device)
+                pred["age"] = probs @ values
+                pred["age_std"] = (probs @ values.square() - pred["age"].square()).clamp(min=0).sqrt()
         if "attributes" in outputs:
             pred["attributes"] = outputs["attributes"].float().sigmoid()
         if "landmarks" in outputs:

@@ -1,0 +1,119 @@
+"""`faceattr predict` on real photos: every bad input gets its own row and the batch finishes;
+faces are found where MTCNN finds them; every head of the model answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.cli import main
+from faceattr.predict import find_images, load_model
+
+from .conftest import TINY_VARIANTS
+
+pytest.importorskip("facenet_pytorch")
+
+
+@pytest.fixture(scope="module")
+def hopper() -> Image.Image:
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        return Image.open(fh).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def model_dir(pipeline):
+    return pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0"
+
+
+def _photos(folder, face: Image.Image) -> dict[str, str]:
+    """A user's folder of awkward inputs, each with the status its row must have."""
+    (folder / "sub").mkdir(parents=True)
+    face.save(folder / "rgb.jpg")
+    face.convert("L").save(folder / "sub" / "grey.jpg")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(180)
+    rgba.save(folder / "alpha.png")
+    good = (folder / "rgb.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(good[:20] + bytes(range(256)) * 8)
+    (folder / "text.jpg").write_text("this is not an image\n")
+    Image.new("RGB", (400, 300), (128, 128, 128)).save(folder / "blank.jpg")
+    two = Image.new("RGB", (1100, 700), (90, 90, 90))
+    two.paste(face, (0, 50))
+    two.paste(face.resize((face.width // 2, face.height // 2)), (700, 200))
+    two.save(folder / "two.jpg")
+    big = Image.new("RGB", (6000, 4000), (90, 90, 90))
+    big.paste(face.resize((face.width * 4, face.height * 4)), (3000, 1200))
+    big.save(folder / "big.jpg", quality=80)
+    return {
+        "rgb.jpg": "ok",
+        "sub/grey.jpg": "ok",
+        "alpha.png": "ok",
+        "corrupt.jpg": "error",
+        "text.jpg": "error",
+        "blank.jpg": "no_face",
+        "two.jpg": "ok",
+        "big.jpg": "ok",
+    }
+
+
+def test_a_folder_of_bad_inputs_finishes_with_a_row_each(tmp_path, hopper, model_dir, capsys) -> None:
+    expected = _photos(tmp_path / "photos", hopper)
+    out = tmp_path / "rows.jsonl"
+    code = main(["predict", str(tmp_path / "photos"), "--model", str(model_dir), "--out", str(out)])
+    assert code == 1  # two inputs could not be read
+    assert "error: 2 inputs could not be read" in capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(str(r["path"]).split("photos/")[1], []).append(r)
+    assert set(by_file) == set(expected)
+    for name, status in expected.items():
+        assert {r["status"] for r in by_file[name]} == {status}, (name, by_file[name])
+    assert "cannot read image" in by_file["text.jpg"][0]["reason"]
+    assert by_file["blank.jpg"][0]["reason"] == "no face found"
+    assert [r["face"] for r in by_file["two.jpg"]] == [0, 1]  # both faces, the larger first
+    big = by_file["big.jpg"][0]  # detected on a bounded copy, landmarks in the 6000x4000 photo's pixels
+    assert min(x for x, _ in big["landmarks"]) > 3000 and max(x for x, _ in big["landmarks"]) < 3000 + 4 * hopper.width
+    ok = by_file["rgb.jpg"][0]
+    assert ok["gender"] in ("female", "male") and 0.5 <= ok["gender_prob"] <= 1 and ok["age"] > 0
+    assert len(ok["landmarks"]) == 5 and ok["det_prob"] >= 0.9
+
+
+def test_landmarks_are_mtcnns_own_on_grace_hopper(tmp_path, hopper, model_dir) -> None:
+    from facenet_pytorch import MTCNN
+
+    hopper.save(tmp_path / "hopper.jpg")
+    out = tmp_path / "rows.csv"
+    assert main(["predict", str(tmp_path / "hopper.jpg"), "--model", str(model_dir), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    ours = np.array([[float(row[f"lm{i}_{a}"]) for a in "xy"] for i in range(5)])
+    _, _, points = MTCNN(keep_all=True).detect(np.asarray(Image.open(tmp_path / "hopper.jpg")), landmarks=True)
+    assert np.abs(ours - points[0]).max() < 3.0  # pixels (the photo is 512x600: no downscaling)
+    assert row["status"] == "ok" and row["gender"] in ("female", "male") and float(row["age"]) > 0
+
+
+def test_aligned_crops_skip_detection(tmp_path, pipeline, model_dir) -> None:
+    faces = np.load(pipeline["store"] / "faces.npy")[:3]
+    for i, crop in enumerate(faces):
+        Image.fromarray(crop).save(tmp_path / f"crop{i}.png")
+    out = tmp_path / "rows.jsonl"
+    assert (
+        main(["predict", str(tmp_path / "crop*.png"), "--aligned", "--model", str(model_dir), "--out", str(out)]) == 0
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"] * 3 and all("box" not in r for r in rows)
+
+
+def test_inputs_and_models_that_do_not_exist(tmp_path, model_dir, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    found = find_images([str(tmp_path / "nope.jpg"), str(tmp_path / "empty"), str(tmp_path / "*.gif")])
+    assert [e for _, e in found] == ["not found", "folder holds no image files", "no file matches this pattern"]
+    assert main(["predict", str(tmp_path), "--model", str(tmp_path / "no-such-run")]) == 1
+    assert "model '" in capsys.readouterr().err
+    assert load_model(model_dir).meta["tasks"] == ["gender", "age", "landmarks"]
