@@ -183,6 +183,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Write the ONNX file of a fine-tuned run (trunk and all heads, dynamic batch axis)."""
+    from faceattr.export import export_onnx
+
+    try:
+        out = export_onnx(args.model, args.onnx)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} (use it with: faceattr predict PHOTOS --model {out})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--min-probability", type=float, default=0.9, help="MTCNN face probability to keep a face")
     pred.add_argument("--detect-max-side", type=int, default=640, help="detect on a copy at most this large (px)")
     pred.set_defaults(func=_predict)
+    exp = sub.add_parser("export", help="write a fine-tuned run as ONNX (trunk and all heads, dynamic batch)")
+    exp.add_argument("model", help="run folder (models/finetune/<run>) or its model.pt")
+    exp.add_argument("--onnx", required=True, help="ONNX file to write")
+    exp.set_defaults(func=_export)
     args = p.parse_args(argv)
     return args.func(args)
 

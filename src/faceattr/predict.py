@@ -27,11 +27,11 @@ from PIL import Image, UnidentifiedImageError
 
 from faceattr.data.align import Detection, MTCNNDetector, align_face
 from faceattr.data.aligning import load_image
+from faceattr.export import ONNX_META_KEY
 from faceattr.train.data import LabelCodec
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-ONNX_META_KEY = "faceattr_meta"
 
 
 class ModelError(ValueError):

@@ -1,0 +1,78 @@
+"""ONNX export: the same answers as PyTorch on real aligned faces, at batch sizes 1 and 7."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from faceattr.cli import main
+from faceattr.data.align import MTCNNDetector, align_face
+from faceattr.predict import load_model
+
+from .conftest import TINY_VARIANTS
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("facenet_pytorch")
+
+
+@pytest.fixture(scope="module")
+def crops(pipeline) -> np.ndarray:
+    """Seven real aligned faces: Grace Hopper, mirrored, shifted, rescaled and recoloured."""
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        photo = Image.open(fh).convert("RGB")
+    size = int(load_model(pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0").meta["input_size"])
+    variants = [
+        photo,
+        ImageOps.mirror(photo),
+        photo.crop((20, 0, 512, 560)),
+        photo.resize((384, 450)),
+        ImageOps.grayscale(photo).convert("RGB"),
+        ImageOps.autocontrast(photo, cutoff=5),
+        photo.rotate(8, expand=True),
+    ]
+    detector = MTCNNDetector("cpu", min_probability=0.9)
+    out = []
+    for im in variants:
+        (det,) = detector.detect([im])
+        out.append(align_face(im, det.landmarks, size).crop)
+    return np.stack(out)
+
+
+def test_onnx_matches_pytorch_on_real_faces(tmp_path, pipeline, crops, capsys) -> None:
+    run = pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0"
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    ours, theirs = load_model(run), load_model(onnx_file)
+    assert theirs.kind == "onnx" and theirs.meta == json.loads(json.dumps(ours.meta))
+    mean = torch.tensor(ours.meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(ours.meta["std"]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    for n in (1, 7):
+        a, b = ours.raw(x[:n]), theirs.raw(x[:n])
+        assert set(a) == set(b) == {"gender", "age", "landmarks"}
+        for k in a:
+            np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-3, atol=1e-5, err_msg=f"{k}, batch {n}")
+    assert main(["export", str(tmp_path / "missing"), "--onnx", str(tmp_path / "x.onnx")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_predict_accepts_the_onnx_file(tmp_path, pipeline, crops) -> None:
+    run = pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0"
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    for i, crop in enumerate(crops):
+        Image.fromarray(crop).save(tmp_path / f"face{i}.png")
+    rows = {}
+    for model in (run, onnx_file):
+        out = tmp_path / f"{model.name}.jsonl"
+        argv = ["predict", str(tmp_path / "face*.png"), "--aligned", "--model", str(model), "--out", str(out)]
+        assert main(argv) == 0
+        rows[model.name] = [json.loads(line) for line in out.read_text().splitlines()]
+    for a, b in zip(rows[run.name], rows["model.onnx"], strict=True):
+        assert a["gender"] == b["gender"] and abs(a["age"] - b["age"]) < 0.05
