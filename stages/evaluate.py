@@ -12,10 +12,33 @@ from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dic
 from faceattr.device import pick_device
 from faceattr.evaluation import evaluate_variants, summarise_results
 from faceattr.io import write_json
+from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
+from faceattr.variants import parse_variant
 
 log = logging.getLogger("faceattr.stages.evaluate")
+
+
+# the validation metric that picks the registered model of a task set, by its first task
+SELECT_BY = (("gender", "gender_acc", False), ("age", "age_mae", True), ("attributes", "attr_acc", False))
+
+
+def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[str, str]]:
+    """Per task set, the run (variant and seed) best on **validation**, and the metric that chose it:
+    gender accuracy where the set has gender, else age MAE, else attribute accuracy, else NME."""
+    best: dict[str, tuple[str, str, float]] = {}
+    for name, by_split in runs.items():
+        tasks = parse_variant(name.rsplit("-s", 1)[0]).tasks
+        metric, lower = next(((m, low) for t, m, low in SELECT_BY if t in tasks), ("landmark_nme", True))
+        value = by_split.get("val", {}).get(metric)
+        if value is None:
+            continue
+        key = "+".join(tasks)
+        score = -value if lower else value
+        if key not in best or score > best[key][2]:
+            best[key] = (name, metric, score)
+    return {k: (name, metric) for k, (name, metric, _) in best.items()}
 
 
 def _restore(run: Run, model_dir: Path) -> None:
@@ -56,9 +79,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracker.log_metrics(summary)
 
         models = Path(args.models)
+        run_ids = {}
         for name, by_split in results["runs"].items():  # test metrics join the run that trained the model
             flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
-            linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n)).log_metrics(flat)
+            linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
+            linked.log_metrics(flat)
+            if linked.active and (models / name / "model.pt").is_file():
+                log_model(linked.run_id, models / name)
+                run_ids[name] = linked.run_id
+        for task_set, (name, metric) in best_on_validation(results["runs"]).items():
+            if name in run_ids:
+                version = register(run_ids[name], f"faceattr-{task_set}")
+                log.info(
+                    "registered %s as faceattr-%s version %s (best validation %s)", name, task_set, version, metric
+                )
     ok = sum(s["status"] == "ok" for s in results["variants"].values())
     log.info(
         "evaluate: %d variants (%d not run) × %d seeds on %d test images; %d comparisons",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -149,3 +150,54 @@ def test_sigterm_ends_the_run_killed_with_the_epoch_reached(store, tmp_path) -> 
     (found,) = _runs(store, "finetune_multitask")
     assert found.info.status == "KILLED"
     assert found.data.tags["faceattr.epoch_reached"] == "2" and found.data.tags["faceattr.stopped_by"] == "SIGTERM"
+
+
+def test_every_variant_has_test_metrics_and_a_model_after_a_commit_and_a_cache_restore(
+    store, pipeline, tmp_path, monkeypatch
+) -> None:
+    """The acceptance check through MLflow's API: fine-tune two variants with tracking on, make a
+    commit before evaluate (the pipeline tag changes), and give one model a run id that is not in
+    the store (as a restore from DVC's run cache does). evaluate still attaches test metrics and a
+    logged model to every variant, and registers the validation-best of each task set."""
+    from .conftest import load_stage
+
+    params = yaml.safe_load(pipeline["params"].read_text())
+    variants = ["face_resnet18-identity-gender+age+landmarks", "face_resnet18-none-gender+age+landmarks"]
+    params["finetune_multitask"].update(variants=variants, seeds=[0])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    models = tmp_path / "models"
+    for v in variants:
+        load_stage("finetune_multitask").main(
+            [
+                *("--params", str(path), "--variant", v, "--seed", "0"),
+                *("--store", str(pipeline["store"]), "--split", str(pipeline["split.csv"])),
+                *("--identity", str(pipeline["models"] / "pretrain_identity" / "trunk.pt")),
+                *("--out", str(models / f"{v}-s0" / "model.pt"), "--resume", str(tmp_path / f"{v}.pt")),
+                *("--metrics", str(tmp_path / f"{v}.json"), "--curve", str(tmp_path / f"{v}.csv")),
+            ]
+        )
+    monkeypatch.setattr(tracking, "git_commit", lambda: "f" * 40)  # a commit between the stages
+    restored = models / f"{variants[1]}-s0" / tracking.RUN_LINK
+    store.delete_run(json.loads(restored.read_text())["mlflow_run_id"])  # this store never saw that training
+    restored.write_text('{"mlflow_run_id": "' + "0" * 32 + '", "tracking_uri": "another store"}')
+    load_stage("evaluate").main(
+        [
+            *("--params", str(path), "--models", str(models), "--store", str(pipeline["store"])),
+            *("--split", str(pipeline["split.csv"]), "--out", str(tmp_path / "ev.json")),
+            *("--summary", str(tmp_path / "summary.json"), "--predictions", str(tmp_path / "pred")),
+        ]
+    )
+    exp = store.get_experiment_by_name(tracking.EXPERIMENT)
+    runs = {r.data.tags["faceattr.variant"]: r for r in _runs(store, "finetune_multitask")}
+    assert set(runs) == {f"{v}-s0" for v in variants}
+    assert runs[f"{variants[1]}-s0"].data.tags["faceattr.restored"] == "true"
+    assert "faceattr.restored" not in runs[f"{variants[0]}-s0"].data.tags
+    for run in runs.values():
+        assert {"test_gender_acc", "test_age_mae", "test_landmark_nme"} <= set(run.data.metrics)
+        logged = store.search_logged_models([exp.experiment_id], filter_string=f"source_run_id='{run.info.run_id}'")
+        assert len(logged) == 1 and logged[0].name == "model"
+    (version,) = store.search_model_versions("name='faceattr-gender+age+landmarks'")
+    assert version.run_id in {r.info.run_id for r in runs.values()}
+    trained = runs[f"{variants[0]}-s0"].data.params
+    assert trained["data.dataset"] == "synthetic_attributes" and trained["data.split_protocol"] == "identity"
