@@ -79,14 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracker.log_metrics(summary)
 
         models = Path(args.models)
-        run_ids = {}
+        run_ids = {}  # run -> its logged model's URI
         for name, by_split in results["runs"].items():  # test metrics join the run that trained the model
             flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
             linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
             linked.log_metrics(flat)
             if linked.active and (models / name / "model.pt").is_file():
-                log_model(linked.run_id, models / name)
-                run_ids[name] = linked.run_id
+                run_ids[name] = log_model(linked.run_id, models / name)
         for task_set, (name, metric) in best_on_validation(results["runs"]).items():
             if name in run_ids:
                 version = register(run_ids[name], f"faceattr-{task_set}")

@@ -47,8 +47,8 @@ def test_mlflow_serves_the_registered_model_on_localhost(pipeline, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with tracking.tracked_run("finetune_multitask", {}, variant="served-s0") as run:
         pass
-    log_model(run.run_id, pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0")
-    version = register(run.run_id, "faceattr-served")
+    model_uri = log_model(run.run_id, pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0")
+    version = register(model_uri, "faceattr-served")
     with cbook.get_sample_data("grace_hopper.jpg") as fh:
         photo = fh.read()
     port = _free_port()

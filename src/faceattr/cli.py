@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred = sub.add_parser("predict", help="faces in photos -> every head's answer, one row per face")
     pred.add_argument("paths", nargs="+", help="image files, folders (recursive) or globs")
     pred.add_argument(
-        "--model", required=True, help="run folder (models/finetune/<run>), model.pt, runs:/ or models:/ URI, .onnx"
+        "--model", required=True, help="run folder (models/finetune/<run>), model.pt, models:/ URI, .onnx"
     )
     pred.add_argument("--out", help="write rows here: .csv, else JSON lines (default: JSON lines on stdout)")
     pred.add_argument("--draw", help="folder for annotated copies of the photos")

@@ -3,8 +3,8 @@ through the network in batches, one row per face with every head's answer.
 
 Inputs are files, folders (recursive) and globs. An input that cannot be read, or a photo without
 a face, gets its own row with a status and a reason; nothing aborts the batch. The model is a run
-folder (``models/finetune/<run>``), its ``model.pt``, an MLflow ``runs:/`` or ``models:/`` URI,
-or an ONNX file written by ``faceattr export``.
+folder (``models/finetune/<run>``), its ``model.pt``, an MLflow ``models:/`` URI (a registered
+name and version, or a logged model's id), or an ONNX file written by ``faceattr export``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Model:
 
 
 def load_model(spec: str | Path, device: torch.device | None = None) -> Model:
-    """Load a run folder, a ``model.pt``, an MLflow ``runs:/`` / ``models:/`` URI or an ONNX file."""
+    """Load a run folder, a ``model.pt``, an MLflow ``models:/`` URI or an ONNX file."""
     text = str(spec)
     if text.startswith(("runs:/", "models:/")):
         return _from_mlflow(text)
@@ -115,7 +115,7 @@ def load_model(spec: str | Path, device: torch.device | None = None) -> Model:
     if not path.is_file():
         raise ModelError(
             f"model '{text}' not found: give a run folder (models/finetune/<variant>-s<seed>), its model.pt, "
-            "an MLflow runs:/ or models:/ URI, or an .onnx file"
+            "an MLflow models:/ URI, or an .onnx file"
         )
     from faceattr.models.checkpoint import load_multitask
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 log = logging.getLogger(__name__)
-MODEL_NAME = "model"  # the logged model's name inside its run: runs:/<id>/model
+MODEL_NAME = "model"  # the logged model's name in its run (MLflow 3: models:/<model id>)
 OUTPUT_COLUMNS = {  # name -> MLflow type of the rows the served model returns
     "input": "long",
     "face": "double",
@@ -84,8 +84,8 @@ def signature(meta: dict[str, Any]) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("string", "image")]), outputs=Schema(outputs))
 
 
-def log_model(run_id: str, model_dir: Path) -> None:
-    """Log the run folder's checkpoint as the MLflow model ``runs:/<run_id>/model``."""
+def log_model(run_id: str, model_dir: Path) -> str:
+    """Log the run folder's checkpoint as an MLflow model of run ``run_id``; returns its URI."""
     import json
 
     import mlflow
@@ -96,21 +96,22 @@ def log_model(run_id: str, model_dir: Path) -> None:
     meta = json.loads((model_dir / "meta.json").read_text())
     mlflow.set_tracking_uri(tracking_uri())
     with mlflow.start_run(run_id=run_id):
-        mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=_python_model(),
             artifacts={"checkpoint": str(model_dir / "model.pt"), "meta": str(model_dir / "meta.json")},
             signature=signature(meta),
             pip_requirements=[f"faceattr=={__version__}"],  # served with --env-manager local
         )
+    return info.model_uri
 
 
-def register(run_id: str, name: str) -> str:
-    """Register ``runs:/<run_id>/model`` under ``name``; returns the new version."""
+def register(model_uri: str, name: str) -> str:
+    """Register the logged model ``model_uri`` under ``name``; returns the new version."""
     import mlflow
 
     from faceattr.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
-    version = mlflow.register_model(f"runs:/{run_id}/{MODEL_NAME}", name)
+    version = mlflow.register_model(model_uri, name)
     return str(version.version)
