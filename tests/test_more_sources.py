@@ -125,3 +125,25 @@ def test_insightface_bin_refuses_code(tmp_path) -> None:
     with pytest.raises(UnsafePickleError, match=r"refusing to load 'subprocess\.call'"):
         read_bin_pairs(path)
     assert not os.path.exists("/tmp/faceattr_pwned")
+
+
+@pytest.mark.parametrize("layout", ["empty", "flat"])
+def test_a_bad_folder_is_named_by_the_users_uri(tmp_path, layout) -> None:
+    """An empty folder, or images without identity folders, fail naming the folder the user gave,
+    never the scratch folder (data/raw/.<role>.partial), and say what the layout must be."""
+    from faceattr.config import DownloadConfig
+    from faceattr.data.download import download
+
+    folder = tmp_path / "my_faces"
+    folder.mkdir()
+    if layout == "flat":
+        for i in range(3):
+            Image.new("RGB", (32, 32)).save(folder / f"{i}.jpg")
+    cfg = DownloadConfig(dataset="mine", source="casia", uri=str(folder))
+    with pytest.raises(FileNotFoundError) as err:
+        download(cfg, tmp_path / "raw" / "pretrain", seed=0)
+    message = str(err.value)
+    assert ".partial" not in message and str(folder) in message and "<folder>/<person>/<image>" in message
+    if layout == "flat":
+        assert "3 images lie at its top level, outside any identity folder" in message
+    assert not (tmp_path / "raw" / ".pretrain.partial").exists()

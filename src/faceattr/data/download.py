@@ -2,7 +2,7 @@
 
 A source function gets the config and an empty folder and returns ``(manifest, dropped)``. The
 embedded default, ``synthetic``, renders faces; the real sources read the official layout from
-``download.uri``: a URL (downloaded with resume and sha256 check), a local archive (checked and
+``datasets.<role>.uri``: a URL (downloaded with resume and sha256 check), a local archive (checked and
 extracted safely) or a local folder (its archives extracted, its other files copied, and any
 ``SHA256SUMS`` file in it checked).
 """
@@ -72,14 +72,14 @@ def _is_archive(path: Path) -> bool:
 def materialise(cfg: DownloadConfig, out: Path, downloads: Path) -> None:
     """Bring ``cfg.uri`` into ``out``: download, verify and extract as its kind requires."""
     if not cfg.uri:
-        raise ValueError(f"source '{cfg.source}' needs download.uri: a URL, a local archive or a folder")
+        raise ValueError(f"source '{cfg.source}' needs datasets.<role>.uri: a URL, a local archive or a folder")
     if is_url(cfg.uri):
         name = cfg.uri.rstrip("/").rsplit("/", 1)[-1] or "download"
         safe_extract(download_url(cfg.uri, downloads / name, cfg.sha256), out, _password(cfg))
         return
     path = Path(cfg.uri).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"download.uri '{path}' not found: point it at the official archive or folder")
+        raise FileNotFoundError(f"uri '{path}' not found: point datasets.<role>.uri at the official archive or folder")
     if path.is_file():
         verify_sha256(path, cfg.sha256)
         safe_extract(path, out, _password(cfg))
@@ -165,7 +165,12 @@ def download(cfg: DownloadConfig, out: Path, seed: int) -> dict[str, object]:
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    frame, dropped = SOURCES[cfg.source](cfg, tmp, seed)
+    try:
+        frame, dropped = SOURCES[cfg.source](cfg, tmp, seed)
+    except (FileNotFoundError, ValueError) as err:  # name the user's uri, never the scratch folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        text = str(err).replace(f"'{tmp}/", f"'{cfg.uri} (extracted) ").replace(f"'{tmp}'", f"'{cfg.uri}'")
+        raise type(err)(text.replace(str(tmp), cfg.uri or str(out))) from None
     if cfg.max_images:
         frame, skipped = subsample(frame, cfg.max_images, seed)
         dropped = pd.concat([dropped, skipped], ignore_index=True)

@@ -179,7 +179,10 @@ def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         row["identity"] = rel.parts[-2]
         rows.append(row)
     if not rows:
-        raise FileNotFoundError(f"no images in identity folders under '{root}'")
+        top = f"; {len(dropped)} images lie at its top level, outside any identity folder" if dropped else ""
+        raise FileNotFoundError(
+            f"no images in identity folders under '{root}'{top}: this source needs <folder>/<person>/<image>"
+        )
     return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
 
 
