@@ -19,6 +19,21 @@ from faceattr.config import SECTIONS, ConfigError, load_params, parse
 from faceattr.tracking import tracking_uri
 
 
+def runs_page(host: str, port: int) -> str:
+    """The UI's runs table of the project's experiment (MLflow 3 otherwise opens its GenAI view)."""
+    base = f"http://{host}:{port}/#/experiments"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from faceattr.tracking import EXPERIMENT
+
+        exp = MlflowClient(tracking_uri()).get_experiment_by_name(EXPERIMENT)
+    except Exception:  # no store yet: the experiments list
+        exp = None
+    page = f"{base}/{exp.experiment_id}/runs" if exp is not None else base
+    return f"{page}?workflowType=machine_learning"
+
+
 def _ui(args: argparse.Namespace) -> int:
     cmd = [
         sys.executable,
@@ -32,7 +47,7 @@ def _ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(f"MLflow UI for {tracking_uri()} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    print(f"MLflow UI for {tracking_uri()}: open {runs_page(args.host, args.port)} (Ctrl-C to stop)", file=sys.stderr)
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:

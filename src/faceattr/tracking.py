@@ -2,9 +2,9 @@
 
 Tracking is on unless ``FACEATTR_TRACKING=off``. The store is ``MLFLOW_TRACKING_URI`` when set,
 else a local SQLite file ``mlflow.db`` in the working directory (browse it with ``faceattr ui``).
-DVC stages are separate processes, so every run of one pipeline commit is nested under a parent
-run found (or created) by the tag ``faceattr.pipeline`` = git commit, for browsing only. What
-links a fine-tuning run to its evaluation is the run id the stage writes into its DVC outputs
+Runs are flat (no parent run to expand): the UI's runs table lists every variant, and its
+"Group by" on the tag ``faceattr.pipeline`` (git commit) gathers one pipeline's runs. What links
+a fine-tuning run to its evaluation is the run id the stage writes into its DVC outputs
 (``mlflow_run.json`` beside the checkpoint), never the commit.
 
 A store that cannot be reached when a stage starts stops it with one line (``TrackingUnavailable``)
@@ -192,33 +192,13 @@ def _experiment_id(client: Any) -> str:
     return exp.experiment_id
 
 
-def _parent_run(client: Any, experiment_id: str, commit: str) -> str:
-    """The pipeline run of this commit, created (already FINISHED) on first use."""
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.`faceattr.pipeline` = '{commit}' and tags.`faceattr.stage` = 'pipeline'",
-        max_results=1,
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment_id,
-        run_name=f"pipeline {commit[:12]}",
-        tags={"faceattr.pipeline": commit, "faceattr.stage": "pipeline"},
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
-
-
 def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
     """Create the run, or raise ``TrackingUnavailable`` with one line a user can act on."""
     uri = tracking_uri()
     try:
         client = _client()
         experiment_id = _experiment_id(client)
-        commit = tags["faceattr.pipeline"]
-        parent = _parent_run(client, experiment_id, commit)
-        run = client.create_run(experiment_id, run_name=name, tags={**tags, "mlflow.parentRunId": parent})
+        run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
     except Exception as err:
         raise TrackingUnavailable(
             f"MLflow tracking store '{uri}' cannot be reached ({_short(err)}): start it, point MLFLOW_TRACKING_URI "
