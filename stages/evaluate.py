@@ -29,6 +29,8 @@ def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str
     gender accuracy where the set has gender, else age MAE, else attribute accuracy, else NME."""
     best: dict[str, tuple[str, str, float]] = {}
     for name, by_split in runs.items():
+        if name.startswith("ensemble("):  # no single network to register
+            continue
         tasks = parse_variant(name.rsplit("-s", 1)[0]).tasks
         metric, lower = next(((m, low) for t, m, low in SELECT_BY if t in tasks), ("landmark_nme", True))
         value = by_split.get("val", {}).get(metric)
