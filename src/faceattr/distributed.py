@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: stages without training never load it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ def current() -> DistInfo:
 
 def init_distributed() -> DistInfo:
     """Join the process group when started by torchrun (NCCL on GPUs, gloo on CPUs)."""
+    import torch
+
     info = current()
     if info.world > 1 and not torch.distributed.is_initialized():
         if torch.cuda.is_available():
@@ -57,5 +61,7 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when there are several processes."""
     if info.world == 1:
         return model
+    from torch import nn
+
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
