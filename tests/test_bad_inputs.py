@@ -124,3 +124,20 @@ def test_detection_on_a_bounded_copy_maps_back_to_the_full_photo(face) -> None:
     eyes = np.linalg.norm(full.landmarks[0] - full.landmarks[1])
     assert np.abs(small.landmarks - full.landmarks).max() < 0.08 * eyes
     assert small.landmarks[:, 0].min() > 2100 and small.landmarks[:, 0].max() < 2100 + face.width * 4
+
+
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270])
+def test_a_head_lying_sideways_is_found_when_asked_to_look_again(face, turn) -> None:
+    """Without a confident upright face, the detector looks at the photo turned by 90°, 180° and
+    270°, and maps what it finds back: the crop aligned from the turned photo is upright again."""
+    from faceattr.data.align import align_face
+
+    (upright,) = MTCNNDetector("cpu", min_probability=0.9).detect([face])
+    turned = face.transpose(turn)
+    plain = MTCNNDetector("cpu", min_probability=0.9).detect_all([turned])[0]
+    assert all(f.probability < 0.9 for f in plain)  # upright search alone misses the turned head
+    (found,) = MTCNNDetector("cpu", min_probability=0.9, retry_rotated=True).detect([turned])
+    assert found is not None and found.probability >= 0.9
+    straight = align_face(face, upright.landmarks, 64).crop.astype(float)
+    again = align_face(turned, found.landmarks, 64).crop.astype(float)
+    assert np.abs(straight - again).mean() < 12  # the same upright crop, up to detection noise

@@ -187,6 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
             args.batch_size,
             args.min_probability,
             args.detect_max_side,
+            retry_rotated=args.retry_rotated,
         )
     except ModelError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--batch-size", type=int, default=32, help="faces per network call (default 32)")
     pred.add_argument("--min-probability", type=float, default=0.9, help="MTCNN face probability to keep a face")
     pred.add_argument("--detect-max-side", type=int, default=640, help="detect on a copy at most this large (px)")
+    pred.add_argument("--retry-rotated", action="store_true", help="no face: look again at 90/180/270 degrees")
     pred.set_defaults(func=_predict)
     exp = sub.add_parser("export", help="write a fine-tuned run as ONNX (trunk and all heads, dynamic batch)")
     exp.add_argument("model", help="run folder (models/finetune/<run>) or its model.pt")

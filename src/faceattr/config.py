@@ -256,6 +256,7 @@ class AlignConfig:
     min_probability: float = 0.9
     min_face_size: int = 20
     detect_max_side: int = 640  # px; detect on a copy this large at most (0: full resolution)
+    retry_rotated: bool = False  # no confident face: search the photo turned by 90°, 180°, 270°
     batch_size: int = 32
     workers: int = 2
     max_drop_fraction: float = 0.05

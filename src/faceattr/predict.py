@@ -202,11 +202,12 @@ class Predictor:
         batch_size: int = 32,
         aligned: bool = False,
         fill: str = "black",
+        retry_rotated: bool = False,
     ) -> None:
         self.model, self.batch_size, self.aligned, self.fill = model, batch_size, aligned, fill
         self.size = int(model.meta["input_size"])
         self.scale = float(model.meta.get("template_scale", 1.0))
-        self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side)
+        self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side, retry_rotated)
         self.min_probability = min_probability
 
     def faces(self, path: str, image: Image.Image) -> tuple[list[Face], str | None]:
@@ -350,6 +351,7 @@ def run(
     min_probability: float,
     detect_max_side: int,
     progress: bool = True,
+    retry_rotated: bool = False,
 ) -> tuple[int, int, int]:
     """``faceattr predict``: write the rows; returns (faces, images without a face, unreadable)."""
     import csv
@@ -364,6 +366,7 @@ def run(
         detect_max_side=detect_max_side,
         batch_size=batch_size,
         aligned=aligned,
+        retry_rotated=retry_rotated,
     )
     paths = find_images(inputs)
     stream = open(out, "w", newline="") if out else sys.stdout  # noqa: SIM115 (closed below)

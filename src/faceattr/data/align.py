@@ -116,6 +116,23 @@ class Detection:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+def _unturn(face: Detection, turn: Image.Transpose, size: tuple[int, int]) -> Detection:
+    """A face found in ``image.transpose(turn)``, in the pixels of ``image`` (``size`` = (W, H))."""
+    w, h = size
+
+    def back(p: np.ndarray) -> np.ndarray:
+        x, y = p[:, 0], p[:, 1]
+        if turn == Image.Transpose.ROTATE_90:  # counter-clockwise: (x, y) -> (y, W - x)
+            return np.stack([w - y, x], 1)
+        if turn == Image.Transpose.ROTATE_270:  # clockwise: (x, y) -> (H - y, x)
+            return np.stack([y, h - x], 1)
+        return np.stack([w - x, h - y], 1)  # 180°
+
+    corners = back(face.box.reshape(2, 2))
+    box = np.concatenate([corners.min(0), corners.max(0)])
+    return Detection(back(face.landmarks), face.probability, box)
+
+
 def choose_face(faces: Sequence[Detection], min_probability: float) -> Detection | None:
     """The face an image is about: the largest among those at least ``min_probability`` likely,
     so a large false detection (a knee at p = 0.75) never beats a clear face (p = 1.0). Without
@@ -138,12 +155,18 @@ class MTCNNDetector:
     """
 
     def __init__(
-        self, device: str = "cpu", min_face_size: int = 20, min_probability: float = 0.0, max_side: int = 0
+        self,
+        device: str = "cpu",
+        min_face_size: int = 20,
+        min_probability: float = 0.0,
+        max_side: int = 0,
+        retry_rotated: bool = False,
     ) -> None:
         self.device = device
         self.min_face_size = min_face_size
         self.min_probability = min_probability
         self.max_side = max_side
+        self.retry_rotated = retry_rotated  # no confident face: look again at 90°, 180°, 270°
         self._mtcnn = None
 
     def _model(self):
@@ -161,7 +184,7 @@ class MTCNNDetector:
         size = (max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f)))
         return image.resize(size, Image.Resampling.BILINEAR), f
 
-    def detect_all(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+    def _detect_upright(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         """Every face of each RGB image (any sizes), in the photo's pixels."""
         shrunk = [self._shrink(im) for im in images]
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -176,6 +199,23 @@ class MTCNNDetector:
                 f = shrunk[k][1]
                 pts, box = np.asarray(pts, dtype=np.float64) / f, np.asarray(box, dtype=np.float64) / f
                 out[k] = [Detection(pts[j], float(prob[j]), box[j]) for j in range(len(box))]
+        return out
+
+    def detect_all(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """Every face of each RGB image (any sizes), in the photo's pixels; with ``retry_rotated``,
+        an image without a confident face is searched again turned by 90°, 180° and 270° (heads
+        lying sideways or upside down), and what is found there is mapped back."""
+        out = self._detect_upright(images)
+        if not self.retry_rotated:
+            return out
+        for k, image in enumerate(images):
+            if any(f.probability >= self.min_probability for f in out[k]):
+                continue
+            for turn in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_180):
+                found = self._detect_upright([image.transpose(turn)])[0]
+                if any(f.probability >= self.min_probability for f in found):
+                    out[k] = [_unturn(f, turn, image.size) for f in found]
+                    break
         return out
 
     def detect(self, images: Sequence[Image.Image]) -> list[Detection | None]:

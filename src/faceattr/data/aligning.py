@@ -55,7 +55,7 @@ def align_dataset(
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
     detector = (
-        MTCNNDetector(device, cfg.min_face_size, cfg.min_probability, cfg.detect_max_side)
+        MTCNNDetector(device, cfg.min_face_size, cfg.min_probability, cfg.detect_max_side, cfg.retry_rotated)
         if cfg.landmarks in ("mtcnn", "auto")
         else None
     )
