@@ -31,7 +31,8 @@ def runs_page(host: str, port: int) -> str:
     except Exception:  # no store yet: the experiments list
         exp = None
     page = f"{base}/{exp.experiment_id}/runs" if exp is not None else base
-    return f"{page}?workflowType=machine_learning"
+    sort = "&orderByKey=metrics.%60test_gender_acc%60&orderByAsc=false" if exp is not None else ""
+    return f"{page}?workflowType=machine_learning{sort}"
 
 
 def _ui(args: argparse.Namespace) -> int:
