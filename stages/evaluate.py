@@ -10,37 +10,13 @@ from pathlib import Path
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
-from faceattr.evaluation import evaluate_variants, summarise_results
+from faceattr.evaluation import best_on_validation, evaluate_variants, summarise_results
 from faceattr.io import write_json
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
-from faceattr.variants import parse_variant
 
 log = logging.getLogger("faceattr.stages.evaluate")
-
-
-# the validation metric that picks the registered model of a task set, by its first task
-SELECT_BY = (("gender", "gender_acc", False), ("age", "age_mae", True), ("attributes", "attr_acc", False))
-
-
-def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[str, str]]:
-    """Per task set, the run (variant and seed) best on **validation**, and the metric that chose it:
-    gender accuracy where the set has gender, else age MAE, else attribute accuracy, else NME."""
-    best: dict[str, tuple[str, str, float]] = {}
-    for name, by_split in runs.items():
-        if name.startswith("ensemble("):  # no single network to register
-            continue
-        tasks = parse_variant(name.rsplit("-s", 1)[0]).tasks
-        metric, lower = next(((m, low) for t, m, low in SELECT_BY if t in tasks), ("landmark_nme", True))
-        value = by_split.get("val", {}).get(metric)
-        if value is None:
-            continue
-        key = "+".join(tasks)
-        score = -value if lower else value
-        if key not in best or score > best[key][2]:
-            best[key] = (name, metric, score)
-    return {k: (name, metric) for k, (name, metric, _) in best.items()}
 
 
 def _restore(run: Run, model_dir: Path) -> None:

@@ -163,6 +163,23 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["predictions"]),
         ]
     )
+    load_stage("export").main(
+        [
+            *a,
+            "--evaluation",
+            str(p["metrics"] / "evaluate.json"),
+            "--models",
+            str(p["models"] / "finetune"),
+            "--store",
+            str(p["store"]),
+            "--split",
+            str(p["split.csv"]),
+            "--out",
+            str(p["models"] / "export" / "model.onnx"),
+            "--metrics",
+            str(p["metrics"] / "export.json"),
+        ]
+    )
     load_stage("report").main(
         [
             *a,

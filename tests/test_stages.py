@@ -68,6 +68,12 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     assert "resnet18-imagenet-gender" not in summary["variants"] and summary["images"] == ev["images"]["test"]
     predictions = (pipeline["predictions"] / f"{TINY_VARIANTS[0]}-s0.csv").read_text().splitlines()
     assert len(predictions) == 1 + ev["images"]["test"]
+    # export: the validation-best run of the largest task set, as ONNX that matches PyTorch
+    exported = json.loads((m / "export.json").read_text())
+    full = {r: v["val"]["gender_acc"] for r, v in ev["runs"].items() if "-gender+age+landmarks" in r}
+    assert exported["tasks"] == "gender+age+landmarks" and exported["chosen_by"] == "validation gender_acc"
+    assert full[exported["run"]] == max(full.values())
+    assert exported["parity_max_abs_diff"] < 1e-4 and (pipeline["models"] / "export" / "model.onnx").is_file()
     report = (pipeline["reports"] / "report.md").read_text()
     assert "Table 1" in report and "Table 2" in report and "**not run**" in report
     assert "identity pretraining vs none" in report and "multi-task vs fewer tasks" in report

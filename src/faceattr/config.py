@@ -430,6 +430,16 @@ class ReportConfig:
     decimals: int = 2
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    tasks: str = "auto"  # task set whose validation-best run is exported, e.g. gender+age+landmarks; auto: the largest
+    opset: int = 18
+
+    def __post_init__(self) -> None:
+        if self.tasks != "auto" and any(t not in TASKS for t in self.tasks.split("+")):
+            raise ValueError(f"tasks '{self.tasks}': use auto or tasks from {list(TASKS)} joined by '+'")
+
+
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
     "datasets": DatasetsConfig,
@@ -439,4 +449,5 @@ SECTIONS: dict[str, type] = {
     "finetune_multitask": FinetuneConfig,
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
+    "export": ExportConfig,
 }

@@ -68,3 +68,24 @@ def export_onnx(model_path: str | Path, out: str | Path, opset: int = 18) -> Pat
     onnx.save(proto, str(tmp))
     tmp.replace(out)
     return out
+
+
+def parity(model_path: str | Path, onnx_file: str | Path, store: Path, split_file: Path, images: int = 16) -> dict:
+    """Largest absolute difference of every head's raw output, ONNX Runtime against PyTorch, on the
+    first ``images`` test crops (batch of all of them, and of one)."""
+    import numpy as np
+
+    from faceattr.predict import load_model
+    from faceattr.train.data import load_split
+
+    test = load_split(store, split_file, ("test",))
+    crops = test.images[:images]
+    ours, theirs = load_model(model_path), load_model(onnx_file)
+    mean = torch.tensor(ours.meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(ours.meta["std"]).view(1, 3, 1, 1)
+    x = (crops.float() / 255 - mean) / std
+    worst = 0.0
+    for batch in (x, x[:1]):
+        a, b = ours.raw(batch), theirs.raw(batch)
+        worst = max(worst, *(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a))
+    return {"parity_max_abs_diff": worst, "parity_images": len(crops), "onnx_bytes": Path(onnx_file).stat().st_size}
