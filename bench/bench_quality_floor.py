@@ -9,7 +9,8 @@ workspace's ``params.yaml``), and are scored on the same test images:
 1. **plain loop**: torchvision ResNet-18 from scratch (``num_classes=3``: two gender logits and
    the age in years), trained on the data set's own images (``data/raw/finetune/<path>``) resized
    to the crop size with PIL, no re-alignment, horizontal flips, ImageNet normalisation,
-   cross-entropy + L1 on years, AdamW at a constant learning rate;
+   cross-entropy + L1 on years, AdamW at a constant learning rate (``--plain-input aligned``:
+   the same loop on faceattr's aligned crops instead);
 2. **faceattr**: the variant (default ``resnet18-none-gender+age``) through
    ``faceattr.train.finetune.finetune`` on the aligned store (``data/aligned/finetune``),
    exactly as its DVC stage trains it, scored with the evaluate stage's ``predict``.
@@ -53,7 +54,7 @@ def read_raw(raw: Path, data: FaceTensors, size: int) -> torch.Tensor:
         if not path.is_file():
             raise FileNotFoundError(f"raw image '{path}' not found: run download@finetune in this workspace")
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            arr = np.array(im.convert("RGB").resize((size, size), Image.BILINEAR))
         out[i] = torch.from_numpy(arr).permute(2, 0, 1)
     return out
 
@@ -108,6 +109,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="override finetune_multitask.optim.epochs (0: keep)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the test images")
+    p.add_argument(
+        "--plain-input",
+        choices=["raw", "aligned"],
+        default="raw",
+        help="what the plain loop trains on: the data set's own images resized (default), or faceattr's aligned "
+        "crops (isolates the crop geometry from the training recipe)",
+    )
     args = p.parse_args()
     ws = Path(args.workspace)
     store, split, raw = ws / "data/aligned/finetune", ws / "data/splits/finetune.csv", ws / "data/raw/finetune"
@@ -124,7 +132,10 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    train_x, test_x = read_raw(raw, train, size), read_raw(raw, test, size)
+    if args.plain_input == "aligned":
+        train_x, test_x = train.images, test.images
+    else:
+        train_x, test_x = read_raw(raw, train, size), read_raw(raw, test, size)
     plain = plain_loop(train_x, train, test_x, cfg, args.seed)
     plain_s = time.perf_counter() - start
 
@@ -148,7 +159,8 @@ def main() -> None:
     s_plain = per_image_scores(plain, test, edges, 5.0)
     s_ours = per_image_scores(ours, test, edges, 5.0)
     print(f"\nQuality floor on {len(test)} test images (CI: percentile bootstrap over test images)")
-    print(f"  {'metric':16} {'plain loop':>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
+    plain_name = "plain loop" if args.plain_input == "raw" else "plain on aligned"
+    print(f"  {'metric':16} {plain_name:>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
     for metric, key, scale in (("gender acc %", "gender_correct", 100), ("age MAE years", "age_abs_err", 1)):
         a, b = s_ours[key] * scale, s_plain[key] * scale
         ca, cb = bootstrap_ci(a, args.bootstrap), bootstrap_ci(b, args.bootstrap)
