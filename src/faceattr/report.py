@@ -146,7 +146,13 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
             verdict = "not significant"
         # no resample on the far side of zero: the p-value is below the bootstrap's resolution
         p = f"p < {2 / ev['protocol']['bootstrap']:.2g}" if c["p"] == 0 else f"p = {c['p']:.3f}"
-        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images): {verdict}")
+        unit = ev["protocol"].get("cluster_unit", "image")
+        of = (
+            f" of {c['clusters']} {'people' if unit == 'person' else 'groups'}"
+            if unit != "image" and "clusters" in c
+            else ""
+        )
+        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images{of}): {verdict}")
     return lines or ["- (no such pairs among the variants run)"]
 
 
@@ -390,9 +396,7 @@ def build_report(
     lines += protocol_notes(data)
     lines += [
         "",
-        "**Baselines that ignore the image** (same test images): majority gender "
-        f"{_fmt(base.get('gender_acc'), d, True)} %, training-mean age MAE {_fmt(base.get('age_mae'), d)} "
-        f"years, template landmarks NME {_fmt(base.get('landmark_nme'), 4)}.",
+        f"**Baselines that ignore the image** (same test images): {_baselines(base, d)}.",
         "",
         f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): {pretrain.get('verify_folds', 10)}-fold "
         f"verification accuracy on held-out identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± "
@@ -538,6 +542,20 @@ def val_mean(ev: Mapping[str, Any], name: str, metric: str) -> float:
         if run.rsplit("-s", 1)[0] == name and metric in r.get("val", {})
     ]
     return float(np.mean(values)) if values else float("-inf")
+
+
+def _baselines(base: Mapping[str, Any], d: int) -> str:
+    """The image-blind baselines this data set has labels for."""
+    parts = []
+    if base.get("gender_acc") is not None:
+        parts.append(f"majority gender {_fmt(base['gender_acc'], d, True)} %")
+    if base.get("age_mae") is not None:
+        parts.append(f"training-mean age MAE {_fmt(base['age_mae'], d)} years")
+    if base.get("landmark_nme") is not None:
+        parts.append(f"template landmarks NME {_fmt(base['landmark_nme'], 4)}")
+    if base.get("attr_acc") is not None:
+        parts.append(f"per-attribute training majority {_fmt(base['attr_acc'], d, True)} % mean attribute accuracy")
+    return ", ".join(parts) or "none (no labels)"
 
 
 def _images(pretrain: Mapping[str, Any]) -> str:
@@ -696,7 +714,7 @@ def _attribute_section(ev: Mapping[str, Any], d: int) -> list[str]:
     majority = [v["majority_acc"] for v in per.values() if "majority_acc" in v]
     if majority:
         beaten = sum(v["acc"] > v["majority_acc"] for v in per.values() if "majority_acc" in v)
-        lines[3:3] = [
+        lines[4:4] = [
             f"Predicting each attribute's majority value in the training split, for every image, scores "
             f"{_fmt(float(np.mean(majority)), d, True)} % mean accuracy on the same test images; "
             f"`{best}` beats that baseline on {beaten} of {len(majority)} attributes (balanced accuracy, "
