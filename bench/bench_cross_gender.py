@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run folder, model.pt, models:/ URI or .onnx")
     p.add_argument("--on", required=True, choices=["celeba", "utkface"], help="the other data set")
     p.add_argument("--n", type=int, default=300)
+    p.add_argument(
+        "--fill", default="black", choices=["black", "edge", "reflect"], help="crop pixels outside the photo"
+    )
     args = p.parse_args()
     model = load_model(args.model)
     key = "p_female" if "gender" in model.meta["tasks"] else "attr_Male"
@@ -78,7 +81,7 @@ def main() -> None:
         labels = (celeba if args.on == "celeba" else utkface)(Path(tmp), args.n)
         paths = find_images(sorted(labels))
         right = scored = no_face = 0
-        for row in Predictor(model).rows(read_ahead(paths)):
+        for row in Predictor(model, fill=args.fill).rows(read_ahead(paths)):
             if row["status"] != "ok":
                 no_face += 1
                 continue
@@ -90,7 +93,8 @@ def main() -> None:
     lo, hi = wilson(right, scored)
     share = sum(labels.values()) / len(labels)
     print(
-        f"model {args.model} ({model.meta['variant']}) on {len(labels)} {args.on} photos: gender agrees on "
+        f"model {args.model} ({model.meta['variant']}) on {len(labels)} {args.on} photos, fill {args.fill}: "
+        "gender agrees on "
         f"{right}/{scored} = {100 * right / scored:.2f} % [{100 * lo:.2f}, {100 * hi:.2f}] (Wilson 95 %, photos "
         f"independent); majority answer scores {100 * max(share, 1 - share):.2f} %; {no_face} photos without a face"
     )
