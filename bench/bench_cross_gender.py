@@ -4,7 +4,7 @@ scored against the labels of the other (the photos' own files, detected and alig
     python bench/bench_cross_gender.py --model RUN --on celeba|utkface [--n 300]
 
 CelebA: the first N images of ``img_align_celeba.zip`` with the ``Male`` attribute; UTKFace: the
-first N ``*.chip.jpg`` of the archive with the gender in the file name (0 male, 1 female). A model
+seeded random N ``*.chip.jpg`` of the archive with the gender in the file name (0 male, 1 female). A model
 with a gender head is scored on it; an attribute model (CelebA's 40) on ``attr_Male``. Prints the
 agreement, its 95 % Wilson interval, the majority share (what a constant answer scores) and how
 many photos had no face.
@@ -19,6 +19,8 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from faceattr.predict import Predictor, find_images, load_model, read_ahead
 
@@ -44,17 +46,26 @@ def celeba(folder: Path, n: int) -> dict[str, int]:
 
 
 def utkface(folder: Path, n: int) -> dict[str, int]:
-    out = {}
+    """A seeded random sample of N labelled chips (the archive's order runs by age: its first files
+    are mostly children and centenarians)."""
     with tarfile.open(SHARED / "utkface" / "UTKFace.tar.gz") as tf:
-        for member in tf:
-            base = member.name.rsplit("/", 1)[-1]
-            parts = base.split("_")
-            if member.isfile() and base.endswith(".chip.jpg") and len(parts) >= 4 and parts[1] in ("0", "1"):
-                (folder / base).write_bytes(tf.extractfile(member).read())
-                out[str(folder / base)] = int(parts[1])
-                if len(out) == n:
-                    break
+        members = [m for m in tf.getmembers() if m.isfile() and _utk_gender(m.name) is not None]
+        chosen = sorted(np.random.default_rng(0).choice(len(members), size=min(n, len(members)), replace=False))
+        out = {}
+        for i in chosen:
+            base = members[i].name.rsplit("/", 1)[-1]
+            (folder / base).write_bytes(tf.extractfile(members[i]).read())
+            out[str(folder / base)] = _utk_gender(base)
     return out
+
+
+def _utk_gender(name: str) -> int | None:
+    """UTKFace's gender from ``[age]_[gender]_[race]_[date].jpg.chip.jpg`` (0 male, 1 female)."""
+    base = name.rsplit("/", 1)[-1]
+    parts = base.split("_")
+    if base.endswith(".chip.jpg") and len(parts) >= 4 and parts[1] in ("0", "1"):
+        return int(parts[1])
+    return None
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
