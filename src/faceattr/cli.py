@@ -189,6 +189,7 @@ def _predict(args: argparse.Namespace) -> int:
             args.min_probability,
             args.detect_max_side,
             retry_rotated=args.retry_rotated,
+            fill=args.fill,
         )
     except ModelError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -250,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--min-probability", type=float, default=0.9, help="MTCNN face probability to keep a face")
     pred.add_argument("--detect-max-side", type=int, default=640, help="detect on a copy at most this large (px)")
     pred.add_argument("--retry-rotated", action="store_true", help="no face: look again at 90/180/270 degrees")
+    pred.add_argument(
+        "--fill",
+        choices=["black", "edge", "reflect"],
+        default="black",
+        help="crop pixels outside the photo (default black, as align.fill; edge suits tight chips for models "
+        "trained on uncropped photos)",
+    )
     pred.set_defaults(func=_predict)
     exp = sub.add_parser("export", help="write a fine-tuned run as ONNX (trunk and all heads, dynamic batch)")
     exp.add_argument("model", help="run folder (models/finetune/<run>) or its model.pt")

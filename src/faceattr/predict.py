@@ -352,6 +352,7 @@ def run(
     detect_max_side: int,
     progress: bool = True,
     retry_rotated: bool = False,
+    fill: str = "black",
 ) -> tuple[int, int, int]:
     """``faceattr predict``: write the rows; returns (faces, images without a face, unreadable)."""
     import csv
@@ -367,6 +368,7 @@ def run(
         batch_size=batch_size,
         aligned=aligned,
         retry_rotated=retry_rotated,
+        fill=fill,
     )
     paths = find_images(inputs)
     stream = open(out, "w", newline="") if out else sys.stdout  # noqa: SIM115 (closed below)
