@@ -67,15 +67,7 @@ def predict(
     model: torch.nn.Module, meta: Mapping[str, Any], data: FaceTensors, device: torch.device, batch_size: int
 ) -> dict[str, np.ndarray]:
     """Per-image outputs: P(female), age in years, age-group and attribute probabilities, landmarks."""
-    codec = LabelCodec(
-        meta["input_size"],
-        meta["age_mean"],
-        meta["age_std"],
-        meta["age_head"],
-        meta["max_age"],
-        tuple(meta["group_edges"]),
-        meta.get("template_scale", 1.0),
-    )
+    codec = LabelCodec.from_meta(meta)
     model.eval().to(device)
     chunks: dict[str, list[torch.Tensor]] = {}
     for idx in batch_indices(len(data), batch_size, None):

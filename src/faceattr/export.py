@@ -76,14 +76,12 @@ def parity(model_path: str | Path, onnx_file: str | Path, store: Path, split_fil
     import numpy as np
 
     from faceattr.predict import load_model
-    from faceattr.train.data import load_split
+    from faceattr.train.data import load_split, to_input
 
     test = load_split(store, split_file, ("test",))
     crops = test.images[:images]
     ours, theirs = load_model(model_path), load_model(onnx_file)
-    mean = torch.tensor(ours.meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(ours.meta["std"]).view(1, 3, 1, 1)
-    x = (crops.float() / 255 - mean) / std
+    x = to_input(crops, torch.device("cpu"), tuple(ours.meta["mean"]), tuple(ours.meta["std"]))
     worst = 0.0
     for batch in (x, x[:1]):
         a, b = ours.raw(batch), theirs.raw(batch)

@@ -28,9 +28,10 @@ from PIL import Image, UnidentifiedImageError
 from faceattr.data.align import Detection, MTCNNDetector, align_face
 from faceattr.data.aligning import load_image
 from faceattr.export import ONNX_META_KEY
-from faceattr.train.data import LabelCodec
+from faceattr.train.data import LabelCodec, to_input
 
 log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -68,16 +69,7 @@ class Model:
     codec: LabelCodec = field(init=False)
 
     def __post_init__(self) -> None:
-        m = self.meta
-        self.codec = LabelCodec(
-            m["input_size"],
-            m["age_mean"],
-            m["age_std"],
-            m["age_head"],
-            m["max_age"],
-            tuple(m["group_edges"]),
-            m.get("template_scale", 1.0),
-        )
+        self.codec = LabelCodec.from_meta(self.meta)
 
     @property
     def kind(self) -> str:
@@ -93,10 +85,10 @@ class Model:
 
     def decode(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """Decoded predictions for uint8 (N, S, S, 3) crops: gender logits, age, spread, landmarks..."""
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-        mean = torch.tensor(self.meta["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(self.meta["std"]).view(1, 3, 1, 1)
-        pred = self.codec.decode(self.raw((x - mean) / std))
+        x = to_input(
+            torch.from_numpy(crops).permute(0, 3, 1, 2), CPU, tuple(self.meta["mean"]), tuple(self.meta["std"])
+        )
+        pred = self.codec.decode(self.raw(x))
         return {k: v.float().numpy() for k, v in pred.items()}
 
 

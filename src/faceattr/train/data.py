@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -254,6 +255,19 @@ class LabelCodec:
             return cls(data.size, 0.0, 1.0, **age_head, template_scale=scale)  # type: ignore[arg-type]
         std = float(ages.std().clamp(min=1e-3))
         return cls(data.size, float(ages.mean()), std, **age_head, template_scale=scale)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> LabelCodec:
+        """The codec a fine-tuned checkpoint was trained with, from its meta."""
+        return cls(
+            meta["input_size"],
+            meta["age_mean"],
+            meta["age_std"],
+            meta["age_head"],
+            meta["max_age"],
+            tuple(meta["group_edges"]),
+            meta.get("template_scale", 1.0),
+        )
 
     def _template(self, device: torch.device) -> torch.Tensor:
         return torch.tensor(template(self.size, self.template_scale), dtype=torch.float32, device=device)
