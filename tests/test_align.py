@@ -72,3 +72,48 @@ def test_mtcnn_aligns_a_real_face() -> None:
     assert np.abs(aligned - template(112)).max() < 8  # a real face fits the template within a few px
     (again,) = MTCNNDetector("cpu").detect([Image.fromarray(crop)])
     assert again is not None, "MTCNN must find the face in its own aligned crop"
+
+
+def test_batched_crops_equal_area_interpolation_box_by_box() -> None:
+    """The summed-area crops are facenet-pytorch's ``interpolate(mode="area")`` of each box,
+    shrinking and enlarging, at the image edge and one pixel wide."""
+    import torch
+
+    from faceattr.data.mtcnn import crop_area_resize, summed_area
+
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (3, 3, 70, 90), generator=gen).float()
+    boxes = np.array([[0, 70, 0, 90], [5, 17, 8, 60], [40, 41, 3, 4], [10, 58, 80, 90], [0, 30, 0, 11]])
+    inds = torch.tensor([0, 1, 2, 1, 0])
+    for size in (24, 48):
+        got = crop_area_resize(summed_area(imgs), (70, 90), inds, *boxes.T, size)
+        for k, (y0, y1, x0, x1) in enumerate(boxes):
+            crop = imgs[inds[k], :, y0:y1, x0:x1].unsqueeze(0)
+            want = torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0]
+            torch.testing.assert_close(got[k], want, rtol=0, atol=1e-3)
+
+
+def test_batched_detection_finds_what_facenet_pytorch_finds() -> None:
+    """faceattr's batched MTCNN stages against ``MTCNN.detect``: same faces, same landmarks, on
+    Grace Hopper at four crops (one batch) and with nothing to find."""
+    pytest.importorskip("facenet_pytorch")
+    from facenet_pytorch import MTCNN
+    from matplotlib import cbook
+
+    from faceattr.data.mtcnn import detect_faces
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        face = Image.open(fh).convert("RGB")
+    crops = [face.crop((k * 9, k * 7, 400 + k * 9, 460 + k * 7)).resize((200, 230)) for k in range(4)]
+    crops.append(Image.new("RGB", (200, 230), (90, 90, 90)))
+    mtcnn = MTCNN(keep_all=True, min_face_size=20)
+    want_boxes, want_probs, want_points = mtcnn.detect(crops, landmarks=True)
+    boxes, probs, points = detect_faces(mtcnn, crops)
+    assert boxes[-1] is None and want_boxes[-1] is None, "a flat grey image has no face"
+    for k in range(4):
+        assert len(boxes[k]) == len(want_boxes[k]) >= 1
+        np.testing.assert_allclose(points[k], np.asarray(want_points[k], dtype=float), atol=1e-2)
+        np.testing.assert_allclose(boxes[k], np.asarray(want_boxes[k], dtype=float), atol=1e-2)
+        np.testing.assert_allclose(probs[k], np.asarray(want_probs[k], dtype=float), atol=1e-5)
+    with pytest.raises(ValueError, match="one size"):
+        detect_faces(mtcnn, [crops[0], crops[0].resize((100, 100))])

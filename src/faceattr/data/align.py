@@ -146,7 +146,8 @@ def choose_face(faces: Sequence[Detection], min_probability: float) -> Detection
 
 
 class MTCNNDetector:
-    """facenet-pytorch's MTCNN, run on batches of images.
+    """facenet-pytorch's MTCNN networks, run on batches of images (``faceattr.data.mtcnn``: the
+    candidates of a whole batch cropped at once).
 
     Detection runs on a copy whose longer side is at most ``max_side`` px (like insightface's
     ``det_size``; 0: full resolution), and boxes and landmarks are mapped back to the photo's
@@ -186,13 +187,15 @@ class MTCNNDetector:
 
     def _detect_upright(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         """Every face of each RGB image (any sizes), in the photo's pixels."""
+        from faceattr.data.mtcnn import detect_faces
+
         shrunk = [self._shrink(im) for im in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for k, (im, _) in enumerate(shrunk):
             by_size.setdefault(im.size, []).append(k)  # MTCNN's batches need one size per call
         out: list[list[Detection]] = [[] for _ in images]
         for idx in by_size.values():
-            boxes, probs, points = self._model().detect([shrunk[k][0] for k in idx], landmarks=True)
+            boxes, probs, points = detect_faces(self._model(), [shrunk[k][0] for k in idx])
             for k, box, prob, pts in zip(idx, boxes, probs, points, strict=True):
                 if box is None:
                     continue
