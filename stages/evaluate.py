@@ -12,6 +12,7 @@ from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dic
 from faceattr.device import pick_device
 from faceattr.evaluation import best_on_validation, evaluate_variants, summarise_results
 from faceattr.io import write_json
+from faceattr.profile import phase
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
@@ -40,33 +41,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
     ft = load_section(args.params, "finetune_multitask", FinetuneConfig)
     with tracked_run("evaluate", to_dict(cfg)) as tracker:
-        results = evaluate_variants(
-            ft.variants,
-            ft.seeds,
-            Path(args.models),
-            Path(args.store),
-            Path(args.split),
-            cfg,
-            ft.age_head.group_edges,
-            pick_device(),
-            Path(args.predictions),
-        )
-        write_json(results, args.out)
-        summary = summarise_results(results)
+        with phase("evaluation"):
+            results = evaluate_variants(
+                ft.variants,
+                ft.seeds,
+                Path(args.models),
+                Path(args.store),
+                Path(args.split),
+                cfg,
+                ft.age_head.group_edges,
+                pick_device(),
+                Path(args.predictions),
+            )
+            write_json(results, args.out)
+            summary = summarise_results(results)
         write_json(summary, args.summary)
         tracker.log_metrics(summary)
 
         models = Path(args.models)
         run_ids = {}  # run -> its logged model's URI
         for name, by_split in results["runs"].items():  # test metrics join the run that trained the model
-            flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
-            linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
-            linked.log_metrics(flat)
-            if linked.active and (models / name / "model.pt").is_file():
-                run_ids[name] = log_model(linked.run_id, models / name)
+            with phase("tracking"):
+                flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
+                linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
+                linked.log_metrics(flat)
+                if linked.active and (models / name / "model.pt").is_file():
+                    run_ids[name] = log_model(linked.run_id, models / name)
         for task_set, (name, metric) in best_on_validation(results["runs"]).items():
             if name in run_ids:
-                version = register(run_ids[name], f"faceattr-{task_set}")
+                with phase("tracking"):
+                    version = register(run_ids[name], f"faceattr-{task_set}")
                 log.info(
                     "registered %s as faceattr-%s version %s (best validation %s)", name, task_set, version, metric
                 )

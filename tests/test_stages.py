@@ -365,3 +365,37 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
     assert text.count(f"| `{ensemble}` |") == 2, "once in the second paper's table, once in all variants"
     assert "Attributes (third paper's table)" in text and "| smiling |" in text
     assert (tmp_path / "figures" / "confusion.png").is_file()
+
+
+def test_profile_records_where_a_stage_spends_its_time(pipeline, tmp_path) -> None:
+    """FACEATTR_PROFILE: one JSON line per stage process, with start-up, main and the training
+    phases; a failing stage records its exit code; without the variable nothing is written."""
+    import json
+    import os
+
+    out = tmp_path / "profile.jsonl"
+    env = {**os.environ, "FACEATTR_TRACKING": "off", "FACEATTR_DEVICE": "cpu", "FACEATTR_PROFILE": str(out)}
+    argv = [
+        sys.executable,
+        str(ROOT / "stages" / "finetune_multitask.py"),
+        *training_argv(pipeline, pipeline["params"], tmp_path),
+        "--variant",
+        "face_resnet18-none-gender",
+        "--seed",
+        "0",
+        "--identity",
+        str(tmp_path / "unused.pt"),
+    ]
+    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
+    bad = subprocess.run([*argv[:-2], "--identity"], env=env, capture_output=True, timeout=300)  # usage error
+    assert bad.returncode == 2
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert first["script"] == "finetune_multitask" and first["exit_code"] == 0 and "--variant" in first["args"]
+    assert first["startup_s"] > 0.05, "a Python process importing torch takes more than 50 ms to start"
+    for name in ("data loading", "train steps", "validation", "resume state"):
+        assert first["phases"][name] > 0, name
+    assert sum(first["phases"].values()) <= first["main_s"]
+    assert second["exit_code"] == 2
+    del env["FACEATTR_PROFILE"]
+    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
+    assert len(out.read_text().splitlines()) == 2

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -25,9 +26,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run(main: Callable[[Sequence[str] | None], None]) -> None:
     """Entry point of a stage script: logs, runs ``main`` and exits 1 with one clear message.
 
-    Set ``FACEATTR_DEBUG=1`` to see the full traceback of a user error.
+    Set ``FACEATTR_DEBUG=1`` to see the full traceback of a user error, ``FACEATTR_PROFILE=<file>``
+    to have the stage's timings appended to ``<file>`` (:mod:`faceattr.profile`).
     """
+    from faceattr import profile
     from faceattr.distributed import current
+
+    startup = profile.process_age()  # the stage module's imports ran before this call
+    start = time.perf_counter()
 
     logging.basicConfig(
         level=logging.INFO if current().main else logging.WARNING,
@@ -38,13 +44,21 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # MLflow's HTTP retries: tracking reports the outcome
     from faceattr.tracking import Interrupted
 
+    code: int | str | None = 1
     try:
         main(sys.argv[1:])
+        code = 0
     except (KeyboardInterrupt, Interrupted) as err:
         log.error("stopped (%s)", "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM")
-        sys.exit(130 if isinstance(err, KeyboardInterrupt) else 143)
+        code = 130 if isinstance(err, KeyboardInterrupt) else 143
+        sys.exit(code)
     except USER_ERRORS as err:
         if os.environ.get("FACEATTR_DEBUG"):
             raise
         log.error("%s: %s", type(err).__name__, err)
         sys.exit(1)
+    except SystemExit as err:  # argparse's --help and usage errors
+        code = err.code
+        raise
+    finally:
+        profile.record(startup, time.perf_counter() - start, code if isinstance(code, int) else 1)

@@ -30,6 +30,7 @@ from typing import Any
 
 from faceattr.config import flatten
 from faceattr.distributed import current
+from faceattr.profile import phase
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "faceattr"
@@ -251,8 +252,9 @@ def tracked_run(
         run_tags["faceattr.variant"] = variant
     run_tags.update(tags or {})
     name = f"{stage}/{variant}" if variant else stage
-    tracker = _start(stage, name, run_tags)
-    tracker.log_params(params)
+    with phase("tracking"):
+        tracker = _start(stage, name, run_tags)
+        tracker.log_params(params)
     log.info("MLflow run %s (%s) in %s", tracker.run_id, name, tracking_uri())
     with _on_sigterm():
         try:
@@ -266,7 +268,8 @@ def tracked_run(
             tracker.set_tags({"faceattr.epoch_reached": str(tracker.epoch)})
             tracker.end("FAILED")
             raise
-    tracker.end("FINISHED")
+    with phase("tracking"):
+        tracker.end("FINISHED")
 
 
 def data_provenance(params_file: str | Path, role: str, store: str | Path) -> dict[str, str]:

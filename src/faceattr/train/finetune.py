@@ -19,6 +19,7 @@ from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone
 from faceattr.models.checkpoint import build_trunk, load_checkpoint
 from faceattr.models.heads import MultiTaskModel
+from faceattr.profile import phase
 from faceattr.train.data import (
     NORMALISATION,
     FaceTensors,
@@ -253,10 +254,11 @@ def finetune(
     seeds of a data-efficiency point differ in both initialisation and the images they see.
     """
     torch.manual_seed(seed)
-    full = load_split(store, split_file, ("train",))
-    check_task_labels(variant, full)
-    train = subset(full, variant.fraction, seed)
-    val = load_split(store, split_file, ("val",))
+    with phase("data loading"):
+        full = load_split(store, split_file, ("train",))
+        check_task_labels(variant, full)
+        train = subset(full, variant.fraction, seed)
+        val = load_split(store, split_file, ("val",))
     codec = LabelCodec.fit(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
     )

@@ -17,6 +17,7 @@ from torch import nn
 from faceattr.config import AccelConfig, OptimConfig
 from faceattr.distributed import current, wrap
 from faceattr.io import atomic_path
+from faceattr.profile import phase
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,10 @@ def fit(
         else:
             log.info("ignoring %s: written for other params or data", resume_path)
     for epoch in range(start, epochs):
-        row = {"epoch": float(epoch + 1), **train_epoch(epoch), **validate()}
+        with phase("train steps"):
+            trained = train_epoch(epoch)
+        with phase("validation"):
+            row = {"epoch": float(epoch + 1), **trained, **validate()}
         history.append(row)
         if resume_path is not None and current().main:  # one writer under torchrun
             state = {
@@ -128,7 +132,7 @@ def fit(
                 "modules": {n: m.state_dict() for n, m in modules.items()},
                 "optimizer": optimizer.state_dict(),
             }
-            with atomic_path(resume_path) as tmp:
+            with phase("resume state"), atomic_path(resume_path) as tmp:
                 torch.save(state, tmp)
         on_epoch(row)
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
