@@ -117,3 +117,64 @@ def test_batched_detection_finds_what_facenet_pytorch_finds() -> None:
         np.testing.assert_allclose(probs[k], np.asarray(want_probs[k], dtype=float), atol=1e-5)
     with pytest.raises(ValueError, match="one size"):
         detect_faces(mtcnn, [crops[0], crops[0].resize((100, 100))])
+
+
+def test_resize_keeps_the_data_sets_crop_and_maps_the_landmarks() -> None:
+    from faceattr.data.align import resize_face
+
+    yy, xx = np.mgrid[0:218, 0:178]  # a smooth photo of img_align_celeba's shape: resampling differs by ≤ 2
+    photo = Image.fromarray(np.stack([xx * 1.4, yy * 1.1, (xx + yy) * 0.6], -1).astype(np.uint8))
+    points = np.array([[60.0, 110.0], [118.0, 111.0], [89.0, 140.0], [65.0, 165.0], [113.0, 166.0]])
+    face = resize_face(photo, points, 64)
+    want = np.asarray(photo.crop((0, 20, 178, 198)).resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.abs(face.crop.astype(int) - want.astype(int)).max() <= 2 and face.fill_fraction == 0.0
+    np.testing.assert_allclose(face.landmarks, (points - [0, 20]) * 64 / 178)
+
+
+def test_resize_store_records_its_mean_landmarks_and_predict_aligns_new_photos_to_them(tmp_path) -> None:
+    """align.crop resize: the store keeps each photo's own framing and records where its landmarks
+    lie on average; the landmark codec, the checkpoint meta and predict's alignment use that."""
+    import pandas as pd
+    import torch
+
+    from faceattr.config import AlignConfig
+    from faceattr.data import manifest
+    from faceattr.data.align import crop_template
+    from faceattr.data.aligning import align_dataset
+    from faceattr.data.packed import read_geometry
+    from faceattr.train.data import LabelCodec
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(1)
+    rows = []
+    for k in range(4):
+        Image.fromarray(rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)).save(raw / f"{k}.png")
+        row = manifest.empty_record(f"{k}.png")
+        pts = np.array([[35, 50], [65, 50], [50, 65], [38, 80], [62, 80]], dtype=float) + k
+        row.update({c: v for c, v in zip(manifest.LANDMARK_COLUMNS, pts.ravel(), strict=True)})
+        rows.append(row)
+    manifest.write(pd.DataFrame(rows), raw / "manifest.csv")
+    cfg = AlignConfig(size=64, landmarks="provided", crop="resize")
+    counts = align_dataset(raw, tmp_path / "store", tmp_path / "dropped.csv", cfg)
+    assert counts["aligned"] == 4 and counts["fill_fraction"]["median"] == 0.0
+    geometry = read_geometry(tmp_path / "store")
+    base = np.array([[35, 50], [65, 50], [50, 65], [38, 80], [62, 80]], dtype=float) + 1.5  # mean of the shifts
+    want = (base - [0, 10]) / 100  # centred 100-px square from row 10, in units of the crop side
+    assert geometry["crop"] == "resize"
+    np.testing.assert_allclose(geometry["template_points"], want, atol=1e-6)
+    points = tuple(map(tuple, geometry["template_points"]))
+    codec = LabelCodec(64, 30.0, 10.0, template_points=points)
+    on_template = torch.tensor(crop_template(64, 1.0, points), dtype=torch.float32).unsqueeze(0)
+    encoded = codec.encode(torch.tensor([0]), torch.tensor([30.0]), on_template)["landmarks"]
+    assert encoded.abs().max() < 1e-5, "a face on the store's mean landmarks is the codec's zero"
+
+    pytest.importorskip("facenet_pytorch")
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        image = Image.open(fh).convert("RGB")
+    (det,) = MTCNNDetector("cpu").detect([image])
+    aligned = align_face(image, det.landmarks, 64, points=points)
+    assert np.abs(aligned.landmarks - crop_template(64, 1.0, points)).max() < 4
+    assert np.abs(aligned.landmarks - template(64)).max() > 4, "not the ArcFace template"

@@ -60,3 +60,37 @@ def test_bf16_step_loss_matches_fp32() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = multitask_loss(model(x), targets, weights)["loss"]
     assert abs(float(bf16) - float(fp32)) / float(fp32) < 0.02
+
+
+def test_import_faceattr_makes_waiting_openmp_threads_sleep_unless_the_user_chose(monkeypatch) -> None:
+    """OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (bench_contention: two jobs on two cores
+    kept 0.54x alone instead of 0.17x); a user's own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import faceattr, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
+
+
+def test_faceattr_jobs_caps_the_threads_at_a_share_of_the_cores(monkeypatch) -> None:
+    import pytest
+
+    from faceattr import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("FACEATTR_JOBS", raising=False)
+        assert threads.configure() is None and torch.get_num_threads() == before
+        monkeypatch.setenv("FACEATTR_JOBS", "2")
+        assert threads.configure() == max(1, threads.cores() // 2) == torch.get_num_threads()
+        monkeypatch.setenv("FACEATTR_JOBS", "two")
+        with pytest.raises(ValueError, match="FACEATTR_JOBS must be a whole number of jobs, got 'two'"):
+            threads.configure()
+    finally:
+        torch.set_num_threads(before)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
+from faceattr.io import parse_yaml
 
 T = TypeVar("T")
 
@@ -127,7 +127,7 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file '{path}' not found")
-    data = yaml.safe_load(path.read_text())
+    data = parse_yaml(path.read_text())
     if not isinstance(data, dict):
         raise ConfigError(f"params file '{path}' must hold a mapping of sections")
     return data
@@ -252,6 +252,7 @@ class AlignConfig:
     landmarks: Literal["provided", "mtcnn", "auto"] = "auto"
     scale: float = 1.0  # template scale about the crop centre: > 1 zooms in (larger face, less context)
     fill: Literal["black", "edge", "reflect"] = "black"  # how crop pixels outside the photo are filled
+    crop: Literal["template", "resize"] = "template"  # resize: keep the data set's own (already aligned) crop
 
     min_probability: float = 0.9
     min_face_size: int = 20

@@ -23,6 +23,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML's safe subset, through libyaml's C parser where PyYAML has it (dvc.lock of the default
+    pipeline: 0.12 s against 0.7 s in pure Python, paid by every stage that reads it)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def write_json(data: Any, path: str | Path) -> None:
     """Write JSON (sorted keys, indented, trailing newline) atomically."""
     with atomic_path(path) as tmp:

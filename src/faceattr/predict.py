@@ -199,6 +199,7 @@ class Predictor:
         self.model, self.batch_size, self.aligned, self.fill = model, batch_size, aligned, fill
         self.size = int(model.meta["input_size"])
         self.scale = float(model.meta.get("template_scale", 1.0))
+        self.points = model.meta.get("template_points")  # align.crop resize: the training crops' mean landmarks
         self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side, retry_rotated)
         self.min_probability = min_probability
 
@@ -212,7 +213,7 @@ class Predictor:
             return [], "no face found"
         found.sort(key=lambda d: -d.area)  # face 0 is the largest confident face
         return [
-            Face(path, i, d, align_face(image, d.landmarks, self.size, self.scale, self.fill).crop)
+            Face(path, i, d, align_face(image, d.landmarks, self.size, self.scale, self.fill, self.points).crop)
             for i, d in enumerate(found)
         ], None
 

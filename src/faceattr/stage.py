@@ -29,7 +29,7 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
     Set ``FACEATTR_DEBUG=1`` to see the full traceback of a user error, ``FACEATTR_PROFILE=<file>``
     to have the stage's timings appended to ``<file>`` (:mod:`faceattr.profile`).
     """
-    from faceattr import profile
+    from faceattr import profile, threads
     from faceattr.distributed import current
 
     startup = profile.process_age()  # the stage module's imports ran before this call
@@ -46,6 +46,7 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
 
     code: int | str | None = 1
     try:
+        threads.configure()
         main(sys.argv[1:])
         code = 0
     except (KeyboardInterrupt, Interrupted) as err:

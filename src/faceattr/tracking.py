@@ -275,9 +275,8 @@ def tracked_run(
 def data_provenance(params_file: str | Path, role: str, store: str | Path) -> dict[str, str]:
     """What a run was trained on, for its MLflow params: the data set and source of ``role``, the
     split protocol, the alignment params and the DVC hash of the aligned store (``dvc.lock``)."""
-    import yaml
-
     from faceattr.config import load_params
+    from faceattr.io import parse_yaml
 
     p = load_params(params_file)
     data, split, align = p.get("datasets", {}).get(role, {}), p.get("split", {}), p.get("align", {})
@@ -295,7 +294,7 @@ def data_provenance(params_file: str | Path, role: str, store: str | Path) -> di
     }
     lock = Path("dvc.lock")
     if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        stages = (parse_yaml(lock.read_text()) or {}).get("stages", {})
         for stage in stages.values():
             for o in stage.get("outs", []):
                 if Path(o.get("path", "")) == Path(store) and "md5" in o:

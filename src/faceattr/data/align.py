@@ -33,6 +33,29 @@ def template(size: int, scale: float = 1.0) -> np.ndarray:
     return centre + (ARCFACE_TEMPLATE_112 * (size / 112.0) - centre) * scale
 
 
+def crop_template(size: int, scale: float = 1.0, points: object = None) -> np.ndarray:
+    """The five points a store's crops are aligned to, in crop pixels: the ArcFace template at
+    ``scale`` (``align.crop: template``), or, for a store that kept its data set's own framing
+    (``align.crop: resize``), the mean landmarks of its crops, ``points`` in units of the crop side."""
+    if points is None:
+        return template(size, scale)
+    return np.asarray(points, dtype=np.float64).reshape(5, 2) * size
+
+
+def resize_face(image: Image.Image, landmarks: np.ndarray, size: int) -> AlignedFace:
+    """The photo's largest centred square resized to ``size``, landmarks mapped into it: the data
+    set's own crop kept (``align.crop: resize``), for sets whose photos are already aligned chips
+    (UTKFace's "Aligned & Cropped", CelebA's ``img_align_celeba``)."""
+    image = image.convert("RGB")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) / 2.0, (height - side) / 2.0
+    box = (round(left), round(top), round(left) + side, round(top) + side)
+    crop = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    points = (np.asarray(landmarks, dtype=np.float64) - [box[0], box[1]]) * (size / side)
+    return AlignedFace(np.asarray(crop, dtype=np.uint8), points, 0.0)
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama 1991) mapping ``src`` points onto ``dst``.
 
@@ -73,16 +96,22 @@ class AlignedFace:
 
 
 def align_face(
-    image: Image.Image, landmarks: np.ndarray, size: int, scale: float = 1.0, fill: str = "black"
+    image: Image.Image,
+    landmarks: np.ndarray,
+    size: int,
+    scale: float = 1.0,
+    fill: str = "black",
+    points: object = None,
 ) -> AlignedFace:
-    """Warp ``image`` so that ``landmarks`` fit ``template(size, scale)``.
+    """Warp ``image`` so that ``landmarks`` fit ``crop_template(size, scale, points)`` (the
+    ArcFace template, or a store's own mean landmarks where ``points`` is given).
 
     Crop pixels that fall outside the photo are black (``fill='black'``), repeat the photo's
     border (``edge``) or mirror it (``reflect``).
     """
     if fill not in FILLS:
         raise ValueError(f"unknown fill '{fill}'; choose from {list(FILLS)}")
-    matrix = similarity_transform(landmarks, template(size, scale))
+    matrix = similarity_transform(landmarks, crop_template(size, scale, points))
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]  # output pixel -> input pixel
     image = image.convert("RGB")
     grid = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1).reshape(-1, 2)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from faceattr.config import AlignConfig
 from faceattr.data import manifest
-from faceattr.data.align import MTCNNDetector, align_face
+from faceattr.data.align import MTCNNDetector, align_face, resize_face
 from faceattr.data.packed import StoreWriter
 from faceattr.io import atomic_path
 
@@ -81,7 +81,10 @@ def align_dataset(
             elif points is None:
                 dropped.append((row["path"], "no_landmarks"))
                 continue
-            face = align_face(image, points, cfg.size, cfg.scale, cfg.fill)
+            if cfg.crop == "resize":
+                face = resize_face(image, points, cfg.size)
+            else:
+                face = align_face(image, points, cfg.size, cfg.scale, cfg.fill)
             writer.add(face.crop)
             out = row.copy()
             out[lm_cols] = face.landmarks.ravel()
@@ -108,6 +111,11 @@ def align_dataset(
                 bar.update(1)
     flush()
     labels = pd.DataFrame(kept, columns=records.columns).reset_index(drop=True)
+    if cfg.crop == "resize":  # what a new photo is aligned to: where this data set puts the landmarks
+        writer.geometry["crop"] = "resize"
+        if len(labels):
+            mean = labels[lm_cols].astype("float64").to_numpy().reshape(-1, 5, 2).mean(0) / cfg.size
+            writer.geometry["template_points"] = [[round(float(x), 6), round(float(y), 6)] for x, y in mean]
     writer.close(labels)
     with atomic_path(dropped_csv) as tmp:
         pd.DataFrame(dropped, columns=["path", "reason"]).to_csv(tmp, index=False)

@@ -7,7 +7,8 @@ time on a batch of photos. Here each stage's crops are cut in one gather from a 
 of the batch: area interpolation is the mean over each output pixel's bin (PyTorch's adaptive
 average pooling bins), and a bin's sum is four lookups in the table. Same networks, thresholds,
 pyramid, NMS and box arithmetic (facenet-pytorch's own helpers), so the detections are the same
-up to float rounding (``tests/test_align.py`` compares them with ``MTCNN.detect``).
+up to float rounding (``tests/test_align.py`` compares them with ``MTCNN.detect``). R-Net and O-Net
+run channels-last, which oneDNN's CPU pooling and convolutions prefer.
 """
 
 from __future__ import annotations
@@ -80,7 +81,16 @@ def _stage_input(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Ten
     y0, x0 = y - 1, x - 1
     y1, x1 = np.maximum(ey, y0), np.maximum(ex, x0)  # an empty box gets an empty (zero) crop
     crops = crop_area_resize(table, (h, w), image_inds, y0, y1, x0, x1, size)
-    return (crops - 127.5) * 0.0078125
+    return ((crops - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last(mtcnn: Any) -> None:
+    """R-Net and O-Net channels-last, once: their max-pooling and convolutions over thousands of
+    candidate crops run 2-3x faster so on CPU (oneDNN)."""
+    if not getattr(mtcnn, "_faceattr_channels_last", False):
+        for net in (mtcnn.rnet, mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
+        mtcnn._faceattr_channels_last = True
 
 
 def detect_faces(mtcnn: Any, images: Sequence[Image.Image]) -> tuple[list, list, list]:
@@ -101,6 +111,7 @@ def detect_faces(mtcnn: Any, images: Sequence[Image.Image]) -> tuple[list, list,
         raise ValueError("detect_faces needs images of one size per call")
     device = mtcnn.device
     threshold, factor = mtcnn.thresholds, mtcnn.factor
+    _channels_last(mtcnn)
     with torch.no_grad():
         imgs = torch.as_tensor(np.stack([np.asarray(im, dtype=np.uint8) for im in images]), device=device)
         imgs = imgs.permute(0, 3, 1, 2).to(next(mtcnn.pnet.parameters()).dtype)

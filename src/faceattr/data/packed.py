@@ -18,7 +18,7 @@ from faceattr.io import atomic_path
 
 FACES = "faces.npy"
 LABELS = "labels.csv"
-GEOMETRY = "geometry.json"  # crop size, template scale and border fill the crops were made with
+GEOMETRY = "geometry.json"  # crop size, template scale, border fill and crop kind the crops were made with
 
 
 class StoreWriter:
@@ -28,7 +28,9 @@ class StoreWriter:
         self, directory: str | Path, capacity: int, size: int, scale: float = 1.0, fill: str = "black"
     ) -> None:
         self.directory = Path(directory)
-        self.geometry = {"size": size, "scale": scale, "fill": fill}
+        # crop "template" (ArcFace's at scale) or "resize" (with the crops' mean landmarks as
+        # "template_points", in units of the crop side: what a new photo is aligned to)
+        self.geometry: dict[str, object] = {"size": size, "scale": scale, "fill": fill, "crop": "template"}
         self.directory.mkdir(parents=True, exist_ok=True)
         self._final = self.directory / FACES
         self._tmp = self.directory / f".{FACES}.partial"

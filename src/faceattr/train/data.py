@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from faceattr.config import AugmentConfig
-from faceattr.data.align import template
+from faceattr.data.align import crop_template
 from faceattr.data.manifest import LANDMARK_COLUMNS, group_keys
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.distributed import current, shard
@@ -47,6 +47,7 @@ class FaceTensors:
     attribute_names: tuple[str, ...] = ()
     race: torch.Tensor | None = None  # int64 (N,), -1 when unknown
     template_scale: float = 1.0  # the align stage's template scale (``template(size, scale)``)
+    template_points: tuple[tuple[float, float], ...] | None = None  # align.crop resize: mean landmarks / size
     paths: tuple[str, ...] = ()  # each row's image path in its data set
     groups: tuple[str, ...] = ()  # each row's cluster: its person, else its byte-identical group
     group_unit: str = "image"  # what a cluster is: person | byte-identical image group | image
@@ -67,9 +68,17 @@ def read_split_file(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"split": "string"})
 
 
+def _points(value: object) -> tuple[tuple[float, float], ...] | None:
+    """A store's template points as a hashable tuple (frozen dataclasses), or None."""
+    if value is None:
+        return None
+    return tuple((float(x), float(y)) for x, y in value)  # type: ignore[union-attr]
+
+
 def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]) -> FaceTensors:
     """Load the rows of the given pools from the packed store."""
     faces, labels = read_store(store)
+    geometry = read_geometry(store)
     splits = read_split_file(split_file)
     rows = np.sort(splits.loc[splits["split"].isin(pools), "index"].to_numpy())
     if len(rows) == 0:
@@ -92,7 +101,8 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         attributes=torch.from_numpy(attributes).reshape(len(sub), len(attr_columns)),
         attribute_names=tuple(c.removeprefix("attr_") for c in attr_columns),
         race=torch.from_numpy(race),
-        template_scale=float(read_geometry(store).get("scale", 1.0)),
+        template_scale=float(geometry.get("scale", 1.0)),
+        template_points=_points(geometry.get("template_points")),
         paths=tuple(sub["path"]),
         groups=tuple(group_keys(sub)),
         group_unit=cluster_unit(sub),
@@ -242,6 +252,7 @@ class LabelCodec:
     max_age: int = 100
     group_edges: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
     template_scale: float = 1.0
+    template_points: tuple[tuple[float, float], ...] | None = None
 
     @property
     def landmark_unit(self) -> float:
@@ -250,11 +261,11 @@ class LabelCodec:
     @classmethod
     def fit(cls, data: FaceTensors, **age_head: object) -> LabelCodec:
         ages = data.age[torch.isfinite(data.age)]
-        scale = data.template_scale
+        where = {"template_scale": data.template_scale, "template_points": data.template_points}
         if len(ages) < 2:
-            return cls(data.size, 0.0, 1.0, **age_head, template_scale=scale)  # type: ignore[arg-type]
+            return cls(data.size, 0.0, 1.0, **age_head, **where)  # type: ignore[arg-type]
         std = float(ages.std().clamp(min=1e-3))
-        return cls(data.size, float(ages.mean()), std, **age_head, template_scale=scale)  # type: ignore[arg-type]
+        return cls(data.size, float(ages.mean()), std, **age_head, **where)  # type: ignore[arg-type]
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> LabelCodec:
@@ -267,10 +278,12 @@ class LabelCodec:
             meta["max_age"],
             tuple(meta["group_edges"]),
             meta.get("template_scale", 1.0),
+            _points(meta.get("template_points")),
         )
 
     def _template(self, device: torch.device) -> torch.Tensor:
-        return torch.tensor(template(self.size, self.template_scale), dtype=torch.float32, device=device)
+        points = crop_template(self.size, self.template_scale, self.template_points)
+        return torch.tensor(points, dtype=torch.float32, device=device)
 
     def encode(
         self,

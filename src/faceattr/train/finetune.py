@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
-from faceattr.data.align import template
+from faceattr.data.align import crop_template
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone
@@ -31,7 +31,7 @@ from faceattr.train.data import (
     subset,
     to_input,
 )
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, nhwc, prepare, seed_epoch
 from faceattr.train.losses import LossWeighting, multitask_loss
 from faceattr.variants import Variant
 
@@ -265,8 +265,8 @@ def finetune(
     model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
     net = prepare(model, device, cfg.accel)  # what we call; ``model`` is what we optimise and save
     mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
-    nhwc = device.type == "cuda" and cfg.accel.channels_last
-    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, nhwc, cfg.age_head) for d in (train, val))
+    cl = nhwc(device, cfg.accel)
+    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head) for d in (train, val))
     weighting: dict[str, float] | LossWeighting = dict(cfg.loss_weights)
     modules: dict[str, nn.Module] = {"model": model}
     if variant.uncertainty_weighting:
@@ -295,8 +295,9 @@ def finetune(
         "input_size": train.size,
         "mean": list(mean),
         "std": list(std),
-        "template": template(train.size, train.template_scale).tolist(),
+        "template": crop_template(train.size, train.template_scale, train.template_points).tolist(),
         "template_scale": train.template_scale,
+        "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
         "age_mean": codec.age_mean,
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,

@@ -38,7 +38,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Module:
-    """Move ``model`` to ``device`` (channels_last on CUDA) and return the module to call.
+    """Move ``model`` to ``device`` (channels_last on CUDA and CPU) and return the module to call.
 
     With ``accel.compile`` that is ``torch.compile(model)``, and under torchrun it is wrapped in
     DistributedDataParallel; both share their parameters with ``model``: optimise and save
@@ -47,10 +47,16 @@ def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Mo
     if device.type == "cuda" and current().world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if device.type == "cuda" and accel.channels_last:
+    if nhwc(device, accel):
         model.to(memory_format=torch.channels_last)
     net = wrap(model, current(), device)  # DistributedDataParallel under torchrun
     return torch.compile(net) if accel.compile else net
+
+
+def nhwc(device: torch.device, accel: AccelConfig) -> bool:
+    """Whether activations run channels-last: on CUDA (tensor cores) and on CPU (oneDNN's
+    convolutions: 1.27x per step for the CPU default, ``bench/bench_cpu_step.py``)."""
+    return accel.channels_last and device.type in ("cuda", "cpu")
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:

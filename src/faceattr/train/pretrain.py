@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from faceattr.config import PretrainIdentityConfig, to_dict
-from faceattr.data.align import template
+from faceattr.data.align import crop_template
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.data.pairs import read_bin_pairs, read_pair_list
 from faceattr.metrics import verification_accuracy
@@ -27,7 +27,7 @@ from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import MarginHead
 from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, for_device, load_split, to_input
 from faceattr.train.finetune import EVAL_BATCH_SIZE
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, prepare, seed_epoch
+from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, nhwc, prepare, seed_epoch
 
 log = logging.getLogger(__name__)
 MEAN, STD = NORMALISATION["default"]
@@ -93,10 +93,11 @@ def list_pairs(path: Path, folds: int, store: Path, size: int) -> tuple[torch.Te
     insightface ``.bin`` carries its own aligned 112-px images, resized to the crop size.
     """
     if path.suffix == ".bin":
-        if float(read_geometry(store).get("scale", 1.0)) != 1.0:
+        geometry = read_geometry(store)
+        if float(geometry.get("scale", 1.0)) != 1.0 or geometry.get("crop", "template") != "template":
             raise ValueError(
                 f"'{path}' holds faces aligned on the plain ArcFace template, but this trunk learned crops made "
-                "with align.scale != 1: score it on a pairs.txt list of the data set instead"
+                "with align.scale != 1 or align.crop: resize: score it on a pairs.txt list of the data set instead"
             )
         blobs, same = read_bin_pairs(path)
         decoded = [
@@ -167,7 +168,7 @@ def train_one_epoch(
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
         x = to_input(data.images[idx], device, MEAN, STD)
         x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
-        if device.type == "cuda" and cfg.accel.channels_last:
+        if nhwc(device, cfg.accel):
             x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -233,8 +234,9 @@ def pretrain_identity(
         "input_size": train.size,
         "mean": list(MEAN),
         "std": list(STD),
-        "template": template(train.size, train.template_scale).tolist(),
+        "template": crop_template(train.size, train.template_scale, train.template_points).tolist(),
         "template_scale": train.template_scale,
+        "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
         "identities": len(train.identity_names),
         "images": len(train),
         "verify_pairs": len(pairs["same"]),
