@@ -2,14 +2,18 @@
 alignment beside a training).
 
 torch starts one OpenMP thread per core in every process, and an OpenMP thread that waits for
-work spins. Two jobs on two cores then fight over four spinning threads: measured with
-``bench/bench_contention.py`` on the 2-core development machine, an alignment beside a training
-ran at 0.17x its speed alone, two trainings at 0.21x each. With waiting threads asleep
-(``OMP_WAIT_POLICY=PASSIVE``, which ``import faceattr`` sets unless the user chose a policy) the
-worst pair kept 0.54x, for 2 % of a lone job's speed.
+work spins. Two jobs on two cores then fight over four spinning threads. Measured with
+``bench/bench_contention.py`` on the 2-core development machine (each job's throughput beside
+the other, against alone):
 
-``FACEATTR_JOBS=N`` (optional) tells each job that N jobs share the machine: ``configure`` then
-gives a stage's torch its share of the cores (0.61x worst pair in the same bench).
+* torch's default: an alignment beside a training 0.30x, two trainings 0.23x each;
+* ``GOMP_SPINCOUNT=10000`` (a short spin, then sleep), which ``import faceattr`` sets unless the
+  user chose a wait policy or spin count: alignment beside training 0.47x, two alignments 0.51x,
+  and alone alignment runs 1.45x faster (its many small operations no longer wait on spinning
+  threads) and training as fast; two trainings still 0.26x;
+* ``FACEATTR_JOBS=2``: each stage's torch gets cores // 2 threads (``configure``, called by every
+  stage): every pair at least 0.58x.
+* ``OMP_WAIT_POLICY=PASSIVE`` is fair too (0.60x) but makes a training alone 18-20 % slower.
 """
 
 from __future__ import annotations
