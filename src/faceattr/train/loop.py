@@ -38,7 +38,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Module:
-    """Move ``model`` to ``device`` (channels_last on CUDA and CPU) and return the module to call.
+    """Move ``model`` to ``device`` (channels_last on CUDA) and return the module to call.
 
     With ``accel.compile`` that is ``torch.compile(model)``, and under torchrun it is wrapped in
     DistributedDataParallel; both share their parameters with ``model``: optimise and save
@@ -54,9 +54,11 @@ def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Mo
 
 
 def nhwc(device: torch.device, accel: AccelConfig) -> bool:
-    """Whether activations run channels-last: on CUDA (tensor cores) and on CPU (oneDNN's
-    convolutions: 1.27x per step for the CPU default, ``bench/bench_cpu_step.py``)."""
-    return accel.channels_last and device.type in ("cuda", "cpu")
+    """Whether activations run channels-last: on CUDA only. On CPU it measured 1.27x per step for
+    the CPU default (``bench/bench_cpu_step.py``), but training channels-last on CPU corrupted the
+    heap ("corrupted size vs. prev_size", abort) in pretraining on real CelebA crops
+    (``tests/test_real_data.py``) with torch 2.14.1, so the CPU keeps the default layout."""
+    return accel.channels_last and device.type == "cuda"
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:
