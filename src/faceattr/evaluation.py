@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from faceattr.config import INTERVALS, EvaluateConfig
-from faceattr.data.align import crop_template
 from faceattr.io import atomic_path, read_json, write_rows_csv
 from faceattr.metrics import nme, nme_per_image
 from faceattr.models.checkpoint import load_multitask
@@ -135,7 +134,7 @@ def baseline_metrics(train: FaceTensors, data: FaceTensors, cs_threshold: float)
         out[f"age_cs{cs_threshold:g}"] = float((err <= cs_threshold).float().mean())
     lm = data.landmarks[torch.isfinite(data.landmarks).flatten(1).all(1)]
     if len(lm):
-        tpl = torch.tensor(crop_template(data.size, data.template_scale, data.template_points), dtype=torch.float32)
+        tpl = torch.tensor(data.template(), dtype=torch.float32)
         out["landmark_nme"] = nme(tpl.expand_as(lm), lm)
     if train.attributes is not None and data.attributes is not None and data.attributes.shape[1]:
         majority = (torch.nanmean(train.attributes, 0) >= 0.5).float()

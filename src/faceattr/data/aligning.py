@@ -51,7 +51,7 @@ def align_dataset(
         TooManyDropped: when the dropped fraction exceeds ``cfg.max_drop_fraction``.
     """
     records = manifest.read(raw_dir / "manifest.csv")
-    writer = StoreWriter(out_dir, len(records), cfg.size, cfg.scale, cfg.fill)
+    writer = StoreWriter(out_dir, len(records), cfg.size, cfg.scale, cfg.fill, cfg.crop)
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
     detector = (
@@ -111,11 +111,9 @@ def align_dataset(
                 bar.update(1)
     flush()
     labels = pd.DataFrame(kept, columns=records.columns).reset_index(drop=True)
-    if cfg.crop == "resize":  # what a new photo is aligned to: where this data set puts the landmarks
-        writer.geometry["crop"] = "resize"
-        if len(labels):
-            mean = labels[lm_cols].astype("float64").to_numpy().reshape(-1, 5, 2).mean(0) / cfg.size
-            writer.geometry["template_points"] = [[round(float(x), 6), round(float(y), 6)] for x, y in mean]
+    if cfg.crop == "resize" and len(labels):  # what a new photo is aligned to: where this set puts landmarks
+        mean = labels[lm_cols].astype("float64").to_numpy().reshape(-1, 5, 2).mean(0) / cfg.size
+        writer.geometry["template_points"] = [[round(float(x), 6), round(float(y), 6)] for x, y in mean]
     writer.close(labels)
     with atomic_path(dropped_csv) as tmp:
         pd.DataFrame(dropped, columns=["path", "reason"]).to_csv(tmp, index=False)

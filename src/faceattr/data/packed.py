@@ -25,12 +25,18 @@ class StoreWriter:
     """Fills ``faces.npy`` row by row through a memory map, renamed into place on ``close``."""
 
     def __init__(
-        self, directory: str | Path, capacity: int, size: int, scale: float = 1.0, fill: str = "black"
+        self,
+        directory: str | Path,
+        capacity: int,
+        size: int,
+        scale: float = 1.0,
+        fill: str = "black",
+        crop: str = "template",
     ) -> None:
         self.directory = Path(directory)
         # crop "template" (ArcFace's at scale) or "resize" (with the crops' mean landmarks as
         # "template_points", in units of the crop side: what a new photo is aligned to)
-        self.geometry: dict[str, object] = {"size": size, "scale": scale, "fill": fill, "crop": "template"}
+        self.geometry: dict[str, object] = {"size": size, "scale": scale, "fill": fill, "crop": crop}
         self.directory.mkdir(parents=True, exist_ok=True)
         self._final = self.directory / FACES
         self._tmp = self.directory / f".{FACES}.partial"

@@ -59,6 +59,10 @@ class FaceTensors:
     def size(self) -> int:
         return int(self.images.shape[-1])
 
+    def template(self) -> np.ndarray:
+        """The five points these crops were aligned to, in crop pixels (``crop_template``)."""
+        return crop_template(self.size, self.template_scale, self.template_points)
+
 
 def read_split_file(path: str | Path) -> pd.DataFrame:
     """Read the split stage's assignment of store rows to pools."""

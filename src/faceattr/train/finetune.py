@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
-from faceattr.data.align import crop_template
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone
@@ -295,7 +294,7 @@ def finetune(
         "input_size": train.size,
         "mean": list(mean),
         "std": list(std),
-        "template": crop_template(train.size, train.template_scale, train.template_points).tolist(),
+        "template": train.template().tolist(),
         "template_scale": train.template_scale,
         "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
         "age_mean": codec.age_mean,

@@ -19,7 +19,6 @@ from PIL import Image
 from torch import nn
 
 from faceattr.config import PretrainIdentityConfig, to_dict
-from faceattr.data.align import crop_template
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.data.pairs import read_bin_pairs, read_pair_list
 from faceattr.metrics import verification_accuracy
@@ -234,7 +233,7 @@ def pretrain_identity(
         "input_size": train.size,
         "mean": list(MEAN),
         "std": list(STD),
-        "template": crop_template(train.size, train.template_scale, train.template_points).tolist(),
+        "template": train.template().tolist(),
         "template_scale": train.template_scale,
         "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
         "identities": len(train.identity_names),
