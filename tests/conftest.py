@@ -53,7 +53,7 @@ def tiny_params(tmp: Path) -> Path:
     return path
 
 
-def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -> dict[str, Path]:
+def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
     """Every stage's ``main(argv)`` in order, as dvc.yaml wires them (both data roles)."""
     names = ("raw", "aligned", "splits", "models", "ckpt", "metrics", "plots", "reports", "predictions")
     p = {k: tmp / k for k in names}
@@ -120,32 +120,26 @@ def run_pipeline(tmp: Path, params: Path, variants: list[str] = TINY_VARIANTS) -
             str(p["plots"] / "pretrain_identity.csv"),
         ]
     )
-    finetune = load_stage("finetune_multitask")
-    for v, seed in ((v, s) for v in variants for s in TINY_SEEDS):
-        run = f"{v}-s{seed}"
-        finetune.main(
-            [
-                *a,
-                "--variant",
-                v,
-                "--seed",
-                str(seed),
-                "--store",
-                str(p["store"]),
-                "--split",
-                str(p["split.csv"]),
-                "--identity",
-                str(trunk),
-                "--out",
-                str(p["models"] / "finetune" / run / "model.pt"),
-                "--resume",
-                str(p["ckpt"] / f"{run}.pt"),
-                "--metrics",
-                str(p["metrics"] / "finetune" / f"{run}.json"),
-                "--curve",
-                str(p["plots"] / "finetune" / f"{run}.csv"),
-            ]
-        )
+    load_stage("finetune_multitask").main(
+        [
+            *a,
+            "--all",
+            "--store",
+            str(p["store"]),
+            "--split",
+            str(p["split.csv"]),
+            "--identity",
+            str(trunk),
+            "--out",
+            str(p["models"] / "finetune"),
+            "--resume",
+            str(p["ckpt"]),
+            "--metrics",
+            str(p["metrics"] / "finetune"),
+            "--curve",
+            str(p["plots"] / "finetune"),
+        ]
+    )
     load_stage("evaluate").main(
         [
             *a,

@@ -101,7 +101,7 @@ def test_full_pipeline_on_real_celeba_faces(tmp_path) -> None:
     params["split"]["pretrain"] = {"pretrain": 0.6, "verify": 0.4}  # 2 verification folds of 2+ people
     params["finetune_multitask"]["variants"] = ["face_resnet18-identity-gender+landmarks", "face_resnet18-none-gender"]
     params_path.write_text(yaml.safe_dump(params))
-    paths = run_pipeline(tmp_path, params_path, params["finetune_multitask"]["variants"])
+    paths = run_pipeline(tmp_path, params_path)
     download = json.loads((paths["metrics"] / "download_finetune.json").read_text())
     align = json.loads((paths["metrics"] / "align_finetune.json").read_text())
     assert download["records"] == 6_000 and download["dropped_by_reason"] == {"subsampled": download["dropped"]}

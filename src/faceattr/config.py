@@ -325,6 +325,7 @@ class AugmentConfig:
 class AccelConfig:
     channels_last: bool = True
     compile: bool = False
+    precision: Literal["auto", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and CPUs with native bf16
 
 
 @dataclass(frozen=True)

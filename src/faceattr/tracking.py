@@ -15,6 +15,7 @@ SIGINT end the run as KILLED with the epoch it reached; any other exception as F
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -67,6 +68,11 @@ def tracking_uri() -> str:
 
 def git_commit() -> str:
     """Current commit (with ``-dirty`` for uncommitted changes), or ``unknown`` outside git."""
+    return _git_commit(os.getcwd())
+
+
+@functools.cache
+def _git_commit(cwd: str) -> str:  # once per process and folder: a stage runs 45 runs
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(
@@ -89,8 +95,9 @@ class Run:
     remembers what it could not log, so training never waits on or dies of the tracking store.
     """
 
-    def __init__(self, client: Any = None, run_id: str | None = None) -> None:
+    def __init__(self, client: Any = None, run_id: str | None = None, reopened: bool = False) -> None:
         self._client, self.run_id = client, run_id
+        self.reopened = reopened  # an earlier, finished run continued (``tracked_run(reopen=...)``)
         self.epoch = 0  # the last epoch logged by ``log_curve``
         self.missed: list[str] = []
 
@@ -173,13 +180,20 @@ def _short(err: BaseException) -> str:
 
 
 def _client() -> Any:
+    """A client of the current tracking URI; one per URI and process (creating one opens the
+    store, which for SQLite checks its schema: a second per run of a 45-run stage adds up)."""
+    return _client_for(tracking_uri(), os.getcwd())  # a relative sqlite:/// path is the folder's
+
+
+@functools.cache
+def _client_for(uri: str, cwd: str) -> Any:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow.tracking import MlflowClient
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # if the user points at ./mlruns
-    return MlflowClient(tracking_uri())
+    return MlflowClient(uri)
 
 
 def _experiment_id(client: Any) -> str:
@@ -208,6 +222,18 @@ def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
     return Run(client, run.info.run_id)
 
 
+def _reopen(run_id: str) -> Run | None:
+    """The finished run ``run_id`` of this store, or None (another store, deleted, unfinished)."""
+    try:
+        client = _client()
+        found = client.get_run(run_id)
+    except Exception:
+        return None
+    if found.info.status != "FINISHED" or found.info.lifecycle_stage != "active":
+        return None
+    return Run(client, run_id, reopened=True)
+
+
 @contextmanager
 def _on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into ``Interrupted`` so the run can be closed (main thread only)."""
@@ -232,16 +258,26 @@ def tracked_run(
     params: Mapping[str, Any],
     variant: str | None = None,
     tags: Mapping[str, str] | None = None,
+    reopen: str | None = None,
 ) -> Iterator[Run]:
     """Start a run for ``stage`` (and ``variant``), log ``params``; end it FINISHED, KILLED
     (SIGTERM, SIGINT: tagged with the epoch reached) or FAILED.
 
     ``tags`` are extra run tags (a fine-tuning run's seed and variant without the seed, so the
-    MLflow UI can group a variant's seeds).
+    MLflow UI can group a variant's seeds). ``reopen`` is the id of a finished run whose result
+    the stage reuses: where the store holds it, that run is yielded (``reopened``), nothing is
+    logged to it and its status is left as it is; elsewhere a new run is started.
     """
     if not enabled():
         yield Run()
         return
+    if reopen:
+        with phase("tracking"):
+            earlier = _reopen(reopen)
+        if earlier is not None:
+            log.info("MLflow run %s (%s/%s) reused", reopen, stage, variant or "")
+            yield earlier
+            return
     commit = git_commit()
     run_tags = {
         "faceattr.stage": stage,

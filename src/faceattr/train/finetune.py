@@ -30,7 +30,17 @@ from faceattr.train.data import (
     subset,
     to_input,
 )
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, nhwc, prepare, seed_epoch
+from faceattr.train.loop import (
+    bf16,
+    code_fingerprint,
+    fingerprint,
+    fit,
+    lr_at,
+    make_optimizer,
+    nhwc,
+    prepare,
+    seed_epoch,
+)
 from faceattr.train.losses import LossWeighting, multitask_loss
 from faceattr.variants import Variant
 
@@ -145,6 +155,7 @@ class Batches:
     device: torch.device
     channels_last: bool = False
     age_cfg: AgeHeadConfig = field(default_factory=AgeHeadConfig)
+    bf16: bool = False  # bf16 autocast (``faceattr.train.loop.bf16``)
 
     def targets(self, idx: torch.Tensor, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training targets of the rows ``idx`` (landmarks already moved by augmentation)."""
@@ -180,7 +191,7 @@ def train_one_epoch(
         if b.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = b.targets(idx, lm)
-        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
+        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
             outputs = model(x)
         losses = multitask_loss(outputs, targets, weighting, b.codec.age_head, b.age_cfg)
         optimizer.zero_grad(set_to_none=True)
@@ -202,7 +213,7 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     sums = MetricSums(b.device, cs_threshold)
     for idx in batch_indices(len(b.data), batch_size, None):
         x = to_input(b.data.images[idx], b.device, b.mean, b.std, b.channels_last)
-        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.device.type == "cuda"):
+        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
             pred = b.codec.decode(model(x))
         true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
         if b.data.attributes is not None:
@@ -235,6 +246,24 @@ def check_task_labels(variant: Variant, data: FaceTensors) -> None:
             )
 
 
+def run_key(
+    variant: Variant,
+    cfg: FinetuneConfig,
+    seed: int,
+    *,
+    store: Path,
+    split_file: Path,
+    identity_checkpoint: Path | None,
+    device: torch.device,
+) -> str:
+    """The inputs a run's resume state is valid for: variant, params, seed, split and labels, the
+    identity trunk it starts from, its precision and the training code."""
+    init = identity_checkpoint if variant.pretraining == "identity" else None
+    half = bf16(device, cfg.accel)
+    params = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")}  # the matrix, not this run
+    return fingerprint(variant.name, params, seed, split_file, store / "labels.csv", init, half, code_fingerprint())
+
+
 def finetune(
     variant: Variant,
     cfg: FinetuneConfig,
@@ -264,16 +293,17 @@ def finetune(
     model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
     net = prepare(model, device, cfg.accel)  # what we call; ``model`` is what we optimise and save
     mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
-    cl = nhwc(device, cfg.accel)
-    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head) for d in (train, val))
+    cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
+    tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head, half) for d in (train, val))
     weighting: dict[str, float] | LossWeighting = dict(cfg.loss_weights)
     modules: dict[str, nn.Module] = {"model": model}
     if variant.uncertainty_weighting:
         weighting = LossWeighting(variant.tasks).to(device)
         modules["weighting"] = weighting
     optimizer = make_optimizer(nn.ModuleList(modules.values()), cfg.optim)
-    init = identity_checkpoint if variant.pretraining == "identity" else None
-    key = fingerprint(variant.name, to_dict(cfg), seed, split_file, store / "labels.csv", init, code_fingerprint())
+    key = run_key(
+        variant, cfg, seed, store=store, split_file=split_file, identity_checkpoint=identity_checkpoint, device=device
+    )
     history = fit(
         modules=modules,
         optimizer=optimizer,
@@ -302,5 +332,6 @@ def finetune(
         "landmark_unit": codec.landmark_unit,
         "params": to_dict(cfg),
         "seed": seed,
+        "precision": "bf16 autocast" if half else "fp32",  # what accel.precision came to on this machine
     }
     return model.cpu(), meta, history

@@ -26,7 +26,17 @@ from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import MarginHead
 from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, for_device, load_split, to_input
 from faceattr.train.finetune import EVAL_BATCH_SIZE
-from faceattr.train.loop import code_fingerprint, fingerprint, fit, lr_at, make_optimizer, nhwc, prepare, seed_epoch
+from faceattr.train.loop import (
+    bf16,
+    code_fingerprint,
+    fingerprint,
+    fit,
+    lr_at,
+    make_optimizer,
+    nhwc,
+    prepare,
+    seed_epoch,
+)
 
 log = logging.getLogger(__name__)
 MEAN, STD = NORMALISATION["default"]
@@ -170,7 +180,7 @@ def train_one_epoch(
         if nhwc(device, cfg.accel):
             x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device, cfg.accel)):
             logits = head(trunk(x).float(), labels)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -211,7 +221,8 @@ def pretrain_identity(
     ).to(device)
     net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
-    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", code_fingerprint())
+    half = bf16(device, cfg.accel)
+    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", half, code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
@@ -243,5 +254,6 @@ def pretrain_identity(
         "pair_list": {"file": pair_list.name, **listed} if pair_list is not None else None,
         "params": to_dict(cfg),
         "seed": seed,
+        "precision": "bf16 autocast" if half else "fp32",  # what accel.precision came to on this machine
     }
     return trunk.cpu(), meta, history
