@@ -201,3 +201,51 @@ def test_every_variant_has_test_metrics_and_a_model_after_a_commit_and_a_cache_r
     assert version.run_id in {r.info.run_id for r in runs.values()}
     trained = runs[f"{variants[0]}-s0"].data.params
     assert trained["data.dataset"] == "synthetic_attributes" and trained["data.split_protocol"] == "identity"
+
+
+def test_matrix_trains_only_new_runs_and_keeps_their_mlflow_runs(store, pipeline, tmp_path) -> None:
+    """``finetune_multitask --all`` executed again (DVC removed its outputs first) trains nothing and
+    opens no MLflow run: outputs come back from the finished resume states, linked to the runs that
+    trained them. Adding a seed trains and tracks only the new seed's runs."""
+    import shutil
+
+    import torch
+
+    from faceattr.models.checkpoint import load_checkpoint
+
+    from .conftest import load_stage
+
+    params = yaml.safe_load(pipeline["params"].read_text())
+    variants = ["face_resnet18-identity-age", "resnet18-imagenet-gender"]  # one trains, one is "not run"
+    params["finetune_multitask"].update(variants=variants, seeds=[0])
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    models, ckpt = tmp_path / "models", tmp_path / "ckpt"
+    argv = ["--params", str(path), "--all", "--store", str(pipeline["store"]), "--split", str(pipeline["split.csv"])]
+    argv += ["--identity", str(pipeline["models"] / "pretrain_identity" / "trunk.pt"), "--out", str(models)]
+    argv += ["--resume", str(ckpt), "--metrics", str(tmp_path / "metrics"), "--curve", str(tmp_path / "curves")]
+    stage = load_stage("finetune_multitask")
+
+    def run_ids() -> dict[str, str]:
+        return {d.name: json.loads((d / tracking.RUN_LINK).read_text())["mlflow_run_id"] for d in models.iterdir()}
+
+    stage.main(argv)
+    first, state = run_ids(), ckpt / f"{variants[0]}-s0.pt"
+    trained_at, (weights, _) = state.stat().st_mtime_ns, load_checkpoint(models / f"{variants[0]}-s0" / "model.pt")
+    assert len(_runs(store, "finetune_multitask")) == 2
+    shutil.rmtree(models)  # what DVC does to a stage's outputs before it runs the stage again
+    stage.main(argv)
+    assert run_ids() == first and state.stat().st_mtime_ns == trained_at, "nothing retrained, the same runs"
+    again, _ = load_checkpoint(models / f"{variants[0]}-s0" / "model.pt")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert len(_runs(store, "finetune_multitask")) == 2, "no MLflow run opened for a reused result"
+    (reused,) = [r for r in _runs(store, "finetune_multitask") if r.info.run_id == first[f"{variants[0]}-s0"]]
+    assert [m.step for m in store.get_metric_history(reused.info.run_id, "val_age_mae")] == [1, 2], "curve logged once"
+
+    params["finetune_multitask"]["seeds"] = [0, 1]
+    path.write_text(yaml.safe_dump(params))
+    shutil.rmtree(models)
+    stage.main(argv)
+    now = run_ids()
+    assert {k: now[k] for k in first} == first and state.stat().st_mtime_ns == trained_at
+    assert len(_runs(store, "finetune_multitask")) == 4 and len(set(now.values())) == 4
