@@ -47,7 +47,7 @@ def test_batched_augmentation_matches_per_image_reference() -> None:
 
 
 def test_bf16_step_loss_matches_fp32() -> None:
-    """The bf16 autocast forward used on GPUs gives the fp32 loss within 2 % (checked on CPU)."""
+    """The bf16 autocast forward (GPUs, CPUs with native bf16) gives the fp32 loss within 2 %."""
     torch.manual_seed(0)
     model = MultiTaskModel(
         create_backbone("face_resnet18", input_size=32, embedding_size=32, width=8), ("gender", "age", "landmarks"), 32
@@ -97,3 +97,28 @@ def test_faceattr_jobs_caps_the_threads_at_a_share_of_the_cores(monkeypatch) -> 
             threads.configure()
     finally:
         torch.set_num_threads(before)
+
+
+def test_precision_auto_uses_bf16_only_where_the_device_computes_it(monkeypatch) -> None:
+    """``accel.precision: auto``: bf16 autocast on CUDA and on CPUs with native bf16, fp32 on other
+    CPUs (emulated bf16 would be slower); ``fp32`` turns it off everywhere."""
+    from faceattr.config import AccelConfig
+    from faceattr.train import loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto, fp32 = AccelConfig(precision="auto"), AccelConfig(precision="fp32")
+    for native in (True, False):
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda native=native: native)
+        assert loop.bf16(cpu, auto) is native
+        assert loop.bf16(cuda, auto) is True
+        assert loop.bf16(cpu, fp32) is False and loop.bf16(cuda, fp32) is False
+
+
+def test_a_run_records_the_precision_it_trained_in(pipeline) -> None:
+    """The checkpoint says what ``auto`` came to on the machine that trained it."""
+    import json
+
+    from faceattr.train.loop import cpu_has_bf16
+
+    meta = json.loads((pipeline["models"] / "finetune" / "face_resnet18-identity-age-s0" / "meta.json").read_text())
+    assert meta["precision"] == ("bf16 autocast" if cpu_has_bf16() else "fp32")

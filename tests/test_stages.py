@@ -399,3 +399,16 @@ def test_profile_records_where_a_stage_spends_its_time(pipeline, tmp_path) -> No
     del env["FACEATTR_PROFILE"]
     subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
     assert len(out.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "extra", [["--all", "--variant", "face_resnet18-none-gender", "--seed", "0"], [], ["--variant", "x"]]
+)
+def test_finetune_stage_wants_all_or_one_run(pipeline, tmp_path, extra, capsys) -> None:
+    """``--all`` (every run of params) or ``--variant`` with ``--seed`` (one run): anything else
+    is a usage error naming both forms, before any work."""
+    argv = [*training_argv(pipeline, pipeline["params"], tmp_path), "--identity", "x.pt", *extra]
+    with pytest.raises(SystemExit) as err:
+        load_stage("finetune_multitask").main(argv)
+    assert err.value.code == 2 and "give either --all, or both --variant and --seed" in capsys.readouterr().err
+    assert not (tmp_path / "o.pt").exists()
