@@ -63,7 +63,7 @@ def nhwc(device: torch.device, accel: AccelConfig) -> bool:
 def bf16(device: torch.device, accel: AccelConfig) -> bool:
     """Whether training and validation run under bf16 autocast: with ``accel.precision: auto`` on CUDA
     and on CPUs that compute bf16 natively (AVX512-BF16 or AMX, as oneDNN reports); elsewhere,
-    and with ``fp32``, in fp32. On the development CPU (AVX512-BF16) it measured 1.45x per step of
+    and with ``fp32``, in fp32. On the development CPU (AVX512-BF16) it measured 1.51x per step of
     the CPU default (``bench/bench_cpu_step.py``); on a CPU without it, bf16 would be emulated
     and slower, so ``auto`` leaves it off there. Weights, optimizer state and losses stay fp32."""
     if accel.precision == "fp32":
