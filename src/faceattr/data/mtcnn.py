@@ -114,8 +114,7 @@ def detect_faces(mtcnn: Any, images: Sequence[Image.Image]) -> tuple[list, list,
     _channels_last(mtcnn)
     with torch.no_grad():
         imgs = torch.as_tensor(np.stack([np.asarray(im, dtype=np.uint8) for im in images]), device=device)
-        imgs = imgs.permute(0, 3, 1, 2).to(next(mtcnn.pnet.parameters()).dtype)
-        imgs_cl = imgs.contiguous(memory_format=torch.channels_last)  # the pyramid, as P-Net takes it
+        imgs = imgs.permute(0, 3, 1, 2).to(next(mtcnn.pnet.parameters()).dtype).contiguous()
         batch_size, (h, w) = len(imgs), imgs.shape[2:4]
 
         m = 12.0 / mtcnn.min_face_size
@@ -128,7 +127,9 @@ def detect_faces(mtcnn: Any, images: Sequence[Image.Image]) -> tuple[list, list,
         # P-Net over the pyramid of the whole batch
         boxes_all, inds_all, picks, offset = [], [], [], 0
         for scale in scales:
-            im_data = imresample(imgs_cl, (int(h * scale + 1), int(w * scale + 1)))
+            # area-resized from NCHW (1.6x faster than channels-last for 3 channels), then channels-last
+            im_data = imresample(imgs, (int(h * scale + 1), int(w * scale + 1)))
+            im_data = im_data.contiguous(memory_format=torch.channels_last)
             reg, probs = mtcnn.pnet((im_data - 127.5) * 0.0078125)
             boxes_s, inds_s = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
             boxes_all.append(boxes_s)
