@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -122,3 +124,40 @@ def test_a_run_records_the_precision_it_trained_in(pipeline) -> None:
 
     meta = json.loads((pipeline["models"] / "finetune" / "face_resnet18-identity-age-s0" / "meta.json").read_text())
     assert meta["precision"] == ("bf16 autocast" if cpu_has_bf16() else "fp32")
+
+
+def test_a_stage_beside_another_faceattr_job_warns_to_set_faceattr_jobs(tmp_path, monkeypatch, caplog) -> None:
+    """Jobs leave a pid file while they run; a job that starts beside a live one, with
+    FACEATTR_JOBS unset, warns; files of ended jobs are cleared; FACEATTR_JOBS silences it."""
+    import logging
+    import subprocess
+    import sys
+
+    from faceattr import threads
+
+    monkeypatch.setattr(threads.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("FACEATTR_JOBS", raising=False)
+    folder = threads._jobs_dir()
+    folder.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / ended.stdout.strip()).touch()  # a job that has exited
+    log = logging.getLogger("faceattr.test")
+    with caplog.at_level(logging.WARNING):
+        threads.warn_if_sharing(log)
+    assert not caplog.records, "alone: no warning"
+    assert sorted(p.name for p in folder.iterdir()) == [str(os.getpid())], "the ended job's file is cleared"
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (folder / str(other.pid)).touch()
+        with caplog.at_level(logging.WARNING):
+            threads.warn_if_sharing(log)
+        assert f"pid {other.pid}" in caplog.text and "set FACEATTR_JOBS" in caplog.text
+        caplog.clear()
+        monkeypatch.setenv("FACEATTR_JOBS", "2")
+        with caplog.at_level(logging.WARNING):
+            threads.warn_if_sharing(log)
+        assert not caplog.records
+    finally:
+        other.kill()
+        other.wait()

@@ -47,6 +47,8 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
     code: int | str | None = 1
     try:
         threads.configure()
+        if current().world == 1:  # torchrun's ranks are one job
+            threads.warn_if_sharing(log)
         main(sys.argv[1:])
         code = 0
     except (KeyboardInterrupt, Interrupted) as err:

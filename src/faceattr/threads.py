@@ -14,12 +14,23 @@ the other, against alone):
 * ``FACEATTR_JOBS=2``: each stage's torch gets cores // 2 threads (``configure``, called by every
   stage): every pair at least 0.58x.
 * ``OMP_WAIT_POLICY=PASSIVE`` is fair too (0.60x) but makes a training alone 18-20 % slower.
+
+Since training runs under bf16 autocast on CPUs with native bf16 (the default), two trainings
+with every core's threads each fall to 0.07x (PASSIVE and spin counts do not help: oneDNN's bf16
+kernels wait inside themselves), while ``FACEATTR_JOBS=2`` keeps every pair at 0.55x or more.
+faceattr does not lower the threads by itself, because the thread count changes a training's
+numbers (summation order): a run must not depend on what else happened to be running. Instead
+every stage registers itself (``register``) and warns when it starts beside another faceattr job
+without ``FACEATTR_JOBS``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def cores() -> int:
@@ -43,3 +54,57 @@ def configure() -> int | None:
     threads = max(1, cores() // jobs)
     torch.set_num_threads(threads)
     return threads
+
+
+def _jobs_dir() -> Path:
+    """Where running faceattr jobs of this user leave a file named by their pid."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"faceattr-jobs-{uid}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def register() -> list[int]:
+    """Mark this process as a running faceattr job until it exits; returns the pids of the other
+    faceattr jobs running now (files of ended ones are removed). Never fails a stage: a folder
+    that cannot be written only means no warning."""
+    folder, me = _jobs_dir(), os.getpid()
+    try:
+        folder.mkdir(exist_ok=True)
+        others = []
+        for entry in folder.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            if _alive(int(entry.name)):
+                others.append(int(entry.name))
+            else:
+                entry.unlink(missing_ok=True)
+        mine = folder / str(me)
+        mine.touch()
+        atexit.register(mine.unlink, missing_ok=True)
+    except OSError:
+        return []
+    return sorted(others)
+
+
+def warn_if_sharing(log: object) -> None:
+    """Warn (on ``log``, a logger) when this torch job starts beside another faceattr job with
+    ``FACEATTR_JOBS`` unset: both then run far below half speed."""
+    others = register()
+    if others and not os.environ.get("FACEATTR_JOBS") and "torch" in sys.modules:
+        log.warning(  # type: ignore[attr-defined]
+            "%d other faceattr job(s) running on this machine (pid %s) and FACEATTR_JOBS is not set: jobs "
+            "sharing %d cores with every core's threads each run at a fraction of their speed (two trainings "
+            "0.07x, bench/bench_contention.py); set FACEATTR_JOBS to the number of parallel jobs (0.55x each)",
+            len(others),
+            ", ".join(map(str, others)),
+            cores(),
+        )
