@@ -6,6 +6,7 @@ runs: one process; finished runs with unchanged inputs are reused, see
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     info = init_distributed()  # one process unless started by torchrun
     provenance = data_provenance(args.params, "finetune", args.store)
     device = pick_device()
-    done: dict[str, int] = {}
+    done: Counter[str] = Counter()
     for i, ((variant, seed), paths) in enumerate(zip(runs, targets, strict=True), 1):
         log.info("finetune_multitask run %d/%d: %s", i, len(runs), run_name(variant.name, seed))
         outcome = train_run(
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             device=device,
             main_rank=info.main,
         )
-        done[outcome] = done.get(outcome, 0) + 1
+        done[outcome] += 1
     log.info("finetune_multitask: %d runs: %s", len(runs), ", ".join(f"{n} {k}" for k, n in done.items()))
 
 

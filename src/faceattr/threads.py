@@ -27,6 +27,7 @@ without ``FACEATTR_JOBS``.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import tempfile
@@ -95,12 +96,12 @@ def register() -> list[int]:
     return sorted(others)
 
 
-def warn_if_sharing(log: object) -> None:
-    """Warn (on ``log``, a logger) when this torch job starts beside another faceattr job with
+def warn_if_sharing(log: logging.Logger) -> None:
+    """Warn on ``log`` when this torch job starts beside another faceattr job with
     ``FACEATTR_JOBS`` unset: both then run far below half speed."""
     others = register()
     if others and not os.environ.get("FACEATTR_JOBS") and "torch" in sys.modules:
-        log.warning(  # type: ignore[attr-defined]
+        log.warning(
             "%d other faceattr job(s) running on this machine (pid %s) and FACEATTR_JOBS is not set: jobs "
             "sharing %d cores with every core's threads each run at a fraction of their speed (two trainings "
             "0.07x, bench/bench_contention.py); set FACEATTR_JOBS to the number of parallel jobs (0.55x each)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,8 +74,9 @@ def bf16(device: torch.device, accel: AccelConfig) -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU."""
+    """Whether oneDNN runs bf16 natively on this CPU (asked once per process)."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without the query

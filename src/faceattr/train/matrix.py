@@ -43,8 +43,8 @@ class RunPaths:
 
 
 def previous(paths: RunPaths, key: str, status: str) -> str | None:
-    """The MLflow run id of a finished execution of this run with the same key and status (whose
-    resume state therefore already holds the result), else None."""
+    """Whether a finished execution of this run with the same key and status left its result in
+    the resume state: its MLflow run id if so ("" where it ran with tracking off), else None."""
     if not paths.record.is_file() or not paths.resume.is_file():
         return None
     try:

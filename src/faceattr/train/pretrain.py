@@ -166,6 +166,7 @@ def train_one_epoch(
     """One epoch of margin-softmax classification over the pretraining identities."""
     trunk.train(), head.train()
     generator = seed_epoch(seed, epoch)
+    cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
     optim = cfg.optim
     steps_per_epoch = -(-len(data) // optim.batch_size)
     total, warmup = steps_per_epoch * optim.epochs, int(optim.warmup_epochs * steps_per_epoch)
@@ -177,10 +178,10 @@ def train_one_epoch(
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
         x = to_input(data.images[idx], device, MEAN, STD)
         x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
-        if nhwc(device, cfg.accel):
+        if cl:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device, cfg.accel)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
             logits = head(trunk(x).float(), labels)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
