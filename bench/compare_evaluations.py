@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCALE = {"gender_acc": 100.0, "age_group_acc": 100.0, "attribute_acc": 100.0}  # shown in %
+SCALE = {"gender_acc": 100.0, "age_group_acc": 100.0, "attr_acc": 100.0}  # shown in %
 
 
 def _digits(metric: str) -> int:
@@ -65,7 +65,7 @@ def main() -> None:
         f"\nsignificant after Holm: {len(holm_b)} before, {len(holm_a)} after; lost {len(holm_b - holm_a)}, "
         f"gained {len(holm_a - holm_b)}, sign flipped {len(flipped)}\n"
     )
-    metrics = ("gender_acc", "age_mae", "landmark_nme", "age_group_acc", "attribute_acc")
+    metrics = ("gender_acc", "age_mae", "landmark_nme", "age_group_acc", "attr_acc")
     vb, va = before["variants"], after["variants"]
     shown = [m for m in metrics if any(m in (v or {}) for v in [*vb.values(), *va.values()])]
     print("| variant | " + " | ".join(f"{m} before | {m} after" for m in shown) + " |")

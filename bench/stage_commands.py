@@ -21,7 +21,10 @@ def commands(dvc_yaml: Path, params: Path) -> list[tuple[str, str]]:
     paths = yaml.safe_load(params.read_text())["paths"]
     out = []
     for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        items = [(f"{name}@{item}", stage["do"], item) for item in stage["foreach"]] if "foreach" in stage else [(name, stage, None)]
+        if "foreach" in stage:
+            items = [(f"{name}@{item}", stage["do"], item) for item in stage["foreach"]]
+        else:
+            items = [(name, stage, None)]
         for full, body, item in items:
             cmd = " ".join(body["cmd"].split())
             if item is not None:

@@ -161,3 +161,37 @@ def test_a_stage_beside_another_faceattr_job_warns_to_set_faceattr_jobs(tmp_path
     finally:
         other.kill()
         other.wait()
+
+
+def test_stage_commands_for_machines_without_dvc_are_dvc_repros_own(tmp_path) -> None:
+    """`bench/gpu_check.sh` runs the stages without DVC: its list must be what `dvc repro` runs."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("dvc") is None:
+        import pytest
+
+        pytest.skip("dvc is not installed")
+    # --dry --force prints every stage's command in order without running or touching anything
+    out = subprocess.run(
+        ["dvc", "repro", "--dry", "--force"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    dvc = [" ".join(c.split()) for c in re.findall(r"^> (.+)$", out, flags=re.M)]
+    ours = subprocess.run(
+        [sys.executable, "bench/stage_commands.py"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    names = [line.split("\t")[0] for line in ours]
+    assert [line.split("\t")[1] for line in ours] == dvc
+    assert names[:2] == ["download@pretrain", "download@finetune"] and names[-1] == "report"
+    skipped = subprocess.run(
+        [sys.executable, "bench/stage_commands.py", "--skip", "report", "export"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line.split("\t")[0] for line in skipped] == names[:-2]
