@@ -15,7 +15,7 @@ OUT=${OUT:-/tmp/gpu_check}; W=/tmp/gpu_check_work; rm -rf "$W"; mkdir -p "$OUT" 
 # Only 8 files come back from $OUT: everything goes to $W, packed into $OUT/gpu_check.tgz after
 # each part (so a run stopped at its limit still brings back what it finished).
 pack() { tar czf "$OUT/gpu_check.tgz.part" -C "$W" . && mv "$OUT/gpu_check.tgz.part" "$OUT/gpu_check.tgz"; }
-PARTS=${GPU_CHECK_PARTS:-bench default third}   # a rerun can name fewer
+PARTS=${GPU_CHECK_PARTS:-bench default third}   # a rerun can name fewer; 'paper' is the GPU recipe
 secs() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 export PYTHONUNBUFFERED=1 FACEATTR_TRACKING=off
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -67,11 +67,12 @@ PY
   export FACEATTR_PROFILE=$W/profile_$name.jsonl
   while IFS=$'\t' read -r stage cmd; do
     local t0=$EPOCHREALTIME
-    (cd "$dir" && eval "python3 ${cmd#python }") > "$W/log_$name.txt.part" 2>&1
+    # STAGE_TIMEOUT (s; 0: none) ends a stage with SIGINT first, so the part still packs its results
+    (cd "$dir" && eval "timeout -s INT -k 20 ${STAGE_TIMEOUT:-0} python3 ${cmd#python }") > "$W/log_$name.txt.part" 2>&1
     local rc=$?; cat "$W/log_$name.txt.part" >> "$W/log_$name.txt"
     printf '%s\t%s\t%s\t%s\n' "$name" "$stage" "$(secs "$t0")" "$rc" | tee -a "$W/stages.tsv"
     [ $rc -eq 0 ] || { tail -20 "$W/log_$name.txt.part"; failed=1; break; }
-  done < <(cd "$dir" && python3 bench/stage_commands.py --skip report)
+  done < <(cd "$dir" && python3 bench/stage_commands.py --skip report ${SKIP_STAGES:-})
   rm -f "$W/log_$name.txt.part"; unset FACEATTR_PROFILE
   kill $smi
   printf '%s\tALL\t%s\t%s\n' "$name" "$(secs "$start")" "$failed" | tee -a "$W/stages.tsv"
@@ -84,4 +85,12 @@ if [[ " $PARTS " == *" default "* ]]; then
 fi
 [[ " $PARTS " == *" third "* ]] && echo "== third paper at CPU size, as results/third_paper_cpu/RUN.md ran it on the CPU" && pipeline third celeba_identities celeba third_paper cpu_real cpu_fp32 \
   'finetune_multitask.variants=[face_resnet18-identity-attributes,face_resnet18-none-attributes]'
+if [[ " $PARTS " == *" paper "* ]]; then
+  # The first paper's training recipe (presets/paper_recipe.yaml: 112 px, width 64, 512-d, 200
+  # epochs, bf16 on CUDA) on the third paper's CelebA attribute question, one run (all a
+  # 15-minute loan holds); identity pretraining sized as on the CPU (cpu_real: 30 epochs).
+  echo "== the paper recipe on CelebA's attributes: identity-pretrained, seed 0"
+  SKIP_STAGES=export pipeline paper celeba_identities celeba third_paper cpu_real paper_recipe \
+    'finetune_multitask.variants=[face_resnet18-identity-attributes]' 'finetune_multitask.seeds=[0]'
+fi
 echo "== summary"; cat "$W/machine.txt"; grep -h -E "^  [a-z]|efficiency|GPU max" "$W"/bench_*.log 2>/dev/null; cat "$W/stages.tsv" 2>/dev/null; pack
