@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 
 from faceattr.config import ConfigError, FinetuneConfig, load_section
 from faceattr.models.checkpoint import load_checkpoint
-from faceattr.train.finetune import finetune
+from faceattr.train.finetune import finetune, run_key
 from faceattr.variants import parse_variant
 
 from .conftest import ROOT, TINY_SEEDS, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
@@ -106,6 +107,7 @@ def test_finetuned_variant_starts_from_the_identity_trunk(pipeline) -> None:
 def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
     """Kill training after epoch 1, rerun: the same final weights as one uninterrupted run."""
     cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    cfg = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, resume_every_s=0.0))  # after every epoch
     variant = parse_variant(TINY_VARIANTS[0])
     common = dict(
         seed=0,
@@ -126,11 +128,49 @@ def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
 
     with pytest.raises(Killed):
         finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first, **common)
+    assert torch.load(tmp_path / "killed.pt", weights_only=True)["epoch"] == 1
     seen = []
     resumed, _, history = finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=seen.append, **common)
     assert [r["epoch"] for r in history] == [1.0, 2.0] and [r["epoch"] for r in seen] == [1.0, 2.0]
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, msg=f"weights differ at {k}")
+
+
+def test_resume_state_is_written_at_most_every_resume_every_s_and_after_the_last_epoch(pipeline, tmp_path) -> None:
+    """With an interval longer than the run, no epoch but the last writes the resume state (a kill
+    before it restarts from scratch); the interval is no part of the resume key."""
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    rare = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, resume_every_s=3600.0))
+    variant = parse_variant(TINY_VARIANTS[0])
+    common = dict(
+        seed=0,
+        store=pipeline["store"],
+        split_file=pipeline["split.csv"],
+        identity_checkpoint=pipeline["models"] / "pretrain_identity" / "trunk.pt",
+        device=torch.device("cpu"),
+    )
+    epochs = cfg.optim.epochs
+    assert epochs >= 2
+
+    class Killed(Exception):
+        pass
+
+    def kill_before_last(row: dict) -> None:
+        if row["epoch"] == epochs - 1:
+            raise Killed
+
+    state = tmp_path / "rare.pt"
+    with pytest.raises(Killed):
+        finetune(variant, rare, resume_path=state, on_epoch=kill_before_last, **common)
+    assert not state.exists()
+    finetune(variant, rare, resume_path=state, on_epoch=lambda row: None, **common)
+    assert torch.load(state, weights_only=True)["epoch"] == epochs
+    keys = {run_key(variant, c, 0, **{k: v for k, v in common.items() if k != "seed"}) for c in (cfg, rare)}
+    assert len(keys) == 1
+    other = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, precision="fp32"))
+    assert run_key(variant, other, 0, **{k: v for k, v in common.items() if k != "seed"}) not in keys
+    with pytest.raises(ValueError, match="resume_every_s"):
+        dataclasses.replace(cfg.accel, resume_every_s=-1.0)
 
 
 def test_bad_param_fails_with_one_clear_message(tmp_path) -> None:
@@ -234,6 +274,7 @@ def test_sigkilled_stage_resumes_to_the_uninterrupted_weights(pipeline, tmp_path
 
     params = yaml.safe_load(pipeline["params"].read_text())
     params["finetune_multitask"]["optim"]["epochs"] = 30
+    params["finetune_multitask"]["accel"]["resume_every_s"] = 0  # a state after every epoch to kill between
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(params))
     env = {**os.environ, "FACEATTR_TRACKING": "off", "FACEATTR_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}

@@ -326,6 +326,11 @@ class AccelConfig:
     channels_last: bool = True
     compile: bool = False
     precision: Literal["auto", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and CPUs with native bf16
+    resume_every_s: float = 30.0  # write the resume state at most this often (and after the last epoch)
+
+    def __post_init__(self) -> None:
+        if self.resume_every_s < 0:
+            raise ValueError(f"accel.resume_every_s must be >= 0 (0: after every epoch), got {self.resume_every_s}")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from faceattr.train.loop import (
     make_optimizer,
     nhwc,
     prepare,
+    recipe,
     seed_epoch,
 )
 from faceattr.train.losses import LossWeighting, multitask_loss
@@ -260,7 +261,7 @@ def run_key(
     identity trunk it starts from, its precision and the training code."""
     init = identity_checkpoint if variant.pretraining == "identity" else None
     half = bf16(device, cfg.accel)
-    params = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")}  # the matrix, not this run
+    params = {k: v for k, v in recipe(cfg).items() if k not in ("variants", "seeds")}  # the matrix, not this run
     return fingerprint(variant.name, params, seed, split_file, store / "labels.csv", init, half, code_fingerprint())
 
 
@@ -313,6 +314,7 @@ def finetune(
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
+        resume_every_s=cfg.accel.resume_every_s,
     )
     meta = {
         "kind": "multitask",

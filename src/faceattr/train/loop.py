@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from faceattr.config import AccelConfig, OptimConfig
+from faceattr.config import AccelConfig, OptimConfig, to_dict
 from faceattr.distributed import current, wrap
 from faceattr.io import atomic_path
 from faceattr.profile import phase
@@ -89,6 +90,14 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def recipe(cfg: Any) -> dict[str, Any]:
+    """A training section's params as its resume key sees them: all but ``accel.resume_every_s``
+    (how often the state is saved changes no weight, so changing it retrains nothing)."""
+    params = to_dict(cfg)
+    params.get("accel", {}).pop("resume_every_s", None)
+    return params
+
+
 def fingerprint(*parts: Any) -> str:
     """Hash of JSON-able config values and file contents: a resume is valid only for the same inputs."""
     digest = hashlib.sha256()
@@ -149,11 +158,17 @@ def fit(
     resume_path: Path | None,
     resume_key: str,
     on_epoch: Callable[[dict[str, float]], None],
+    resume_every_s: float = 0.0,
 ) -> list[dict[str, float]]:
-    """Run epochs, saving a resume state after each; continue from it when the key matches.
+    """Run epochs, saving a resume state; continue from it when the key matches.
 
-    ``modules`` are the networks whose weights the resume state holds (trunk, heads, margin head).
-    A resume state written for other params or data (another key) is ignored, with a log line.
+    The state is written after an epoch once ``resume_every_s`` seconds have passed since the last
+    write (or the start), and always after the last epoch; 0 writes it after every epoch. A killed
+    run loses at most that much training: writing a large network's weights and optimizer moments
+    after each short epoch can cost as much as the epoch (110 of 258 s of the paper recipe's
+    fine-tuning on an H200). ``modules`` are the networks whose weights the resume state holds
+    (trunk, heads, margin head). A resume state written for other params or data (another key) is
+    ignored, with a log line.
     """
     history: list[dict[str, float]] = []
     start = 0
@@ -169,13 +184,15 @@ def fit(
                 on_epoch(row)
         else:
             log.info("ignoring %s: written for other params or data", resume_path)
+    last_write = time.monotonic()
     for epoch in range(start, epochs):
         with phase("train steps"):
             trained = train_epoch(epoch)
         with phase("validation"):
             row = {"epoch": float(epoch + 1), **trained, **validate()}
         history.append(row)
-        if resume_path is not None and current().main:  # one writer under torchrun
+        due = epoch + 1 == epochs or time.monotonic() - last_write >= resume_every_s
+        if due and resume_path is not None and current().main:  # one writer under torchrun
             state = {
                 "key": resume_key,
                 "epoch": epoch + 1,
@@ -185,6 +202,7 @@ def fit(
             }
             with phase("resume state"), atomic_path(resume_path) as tmp:
                 torch.save(state, tmp)
+            last_write = time.monotonic()
         on_epoch(row)
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
     return history

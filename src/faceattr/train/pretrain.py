@@ -35,6 +35,7 @@ from faceattr.train.loop import (
     make_optimizer,
     nhwc,
     prepare,
+    recipe,
     seed_epoch,
 )
 
@@ -223,7 +224,7 @@ def pretrain_identity(
     net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
     half = bf16(device, cfg.accel)
-    key = fingerprint(to_dict(cfg), seed, split_file, store / "labels.csv", half, code_fingerprint())
+    key = fingerprint(recipe(cfg), seed, split_file, store / "labels.csv", half, code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
@@ -233,6 +234,7 @@ def pretrain_identity(
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
+        resume_every_s=cfg.accel.resume_every_s,
     )
     listed = {} if pair_list is None else score_pair_list(net, pair_list, pair_folds, store, train.size, device)
     meta = {
