@@ -104,18 +104,23 @@ def test_finetuned_variant_starts_from_the_identity_trunk(pipeline) -> None:
     assert meta["age_std"] > 0 and meta["variant"] == TINY_VARIANTS[0]
 
 
-def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
-    """Kill training after epoch 1, rerun: the same final weights as one uninterrupted run."""
-    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
-    cfg = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, resume_every_s=0.0))  # after every epoch
-    variant = parse_variant(TINY_VARIANTS[0])
-    common = dict(
+def _finetune_inputs(pipeline) -> dict:
+    """`finetune`'s keyword arguments for a seed-0 run of the tiny pipeline's data on the CPU."""
+    return dict(
         seed=0,
         store=pipeline["store"],
         split_file=pipeline["split.csv"],
         identity_checkpoint=pipeline["models"] / "pretrain_identity" / "trunk.pt",
         device=torch.device("cpu"),
     )
+
+
+def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
+    """Kill training after epoch 1, rerun: the same final weights as one uninterrupted run."""
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    cfg = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, resume_every_s=0.0))  # after every epoch
+    variant = parse_variant(TINY_VARIANTS[0])
+    common = _finetune_inputs(pipeline)
 
     full, _, _ = finetune(variant, cfg, resume_path=tmp_path / "full.pt", on_epoch=lambda row: None, **common)
 
@@ -142,13 +147,7 @@ def test_resume_state_is_written_at_most_every_resume_every_s_and_after_the_last
     cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
     rare = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, resume_every_s=3600.0))
     variant = parse_variant(TINY_VARIANTS[0])
-    common = dict(
-        seed=0,
-        store=pipeline["store"],
-        split_file=pipeline["split.csv"],
-        identity_checkpoint=pipeline["models"] / "pretrain_identity" / "trunk.pt",
-        device=torch.device("cpu"),
-    )
+    common = _finetune_inputs(pipeline)
     epochs = cfg.optim.epochs
     assert epochs >= 2
 
