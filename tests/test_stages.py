@@ -16,6 +16,7 @@ import yaml
 from faceattr.config import ConfigError, FinetuneConfig, load_section
 from faceattr.models.checkpoint import load_checkpoint
 from faceattr.train.finetune import finetune, run_key
+from faceattr.train.loop import bf16
 from faceattr.variants import parse_variant
 
 from .conftest import ROOT, TINY_SEEDS, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
@@ -167,7 +168,9 @@ def test_resume_state_is_written_at_most_every_resume_every_s_and_after_the_last
     keys = {run_key(variant, c, 0, **{k: v for k, v in common.items() if k != "seed"}) for c in (cfg, rare)}
     assert len(keys) == 1
     other = dataclasses.replace(cfg, accel=dataclasses.replace(cfg.accel, precision="fp32"))
-    assert run_key(variant, other, 0, **{k: v for k, v in common.items() if k != "seed"}) not in keys
+    other_key = run_key(variant, other, 0, **{k: v for k, v in common.items() if k != "seed"})
+    # the key holds the precision a run trains in: fp32 is another run only where auto means bf16
+    assert (other_key not in keys) == bf16(torch.device("cpu"), cfg.accel)
     with pytest.raises(ValueError, match="resume_every_s"):
         dataclasses.replace(cfg.accel, resume_every_s=-1.0)
 

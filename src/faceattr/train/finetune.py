@@ -38,9 +38,11 @@ from faceattr.train.loop import (
     lr_at,
     make_optimizer,
     nhwc,
+    precision_name,
     prepare,
     recipe,
     seed_epoch,
+    store_files,
 )
 from faceattr.train.losses import LossWeighting, multitask_loss
 from faceattr.variants import Variant
@@ -215,7 +217,8 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     for idx in batch_indices(len(b.data), batch_size, None):
         x = to_input(b.data.images[idx], b.device, b.mean, b.std, b.channels_last)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
-            pred = b.codec.decode(model(x))
+            outputs = model(x)
+        pred = b.codec.decode(outputs)  # decode and metrics in fp32
         true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
         if b.data.attributes is not None:
             true["attributes"] = b.data.attributes[idx]
@@ -257,12 +260,23 @@ def run_key(
     identity_checkpoint: Path | None,
     device: torch.device,
 ) -> str:
-    """The inputs a run's resume state is valid for: variant, params, seed, split and labels, the
-    identity trunk it starts from, its precision and the training code."""
-    init = identity_checkpoint if variant.pretraining == "identity" else None
+    """The inputs a run's resume state is valid for, and only those: variant, params, seed, split,
+    the store's crops, labels and geometry, the trunk it starts from (the identity checkpoint, or
+    the ImageNet weights file), its precision and the training code.
+
+    Params that cannot change this run are left out: the matrix (``variants``, ``seeds``), and
+    ``imagenet_weights`` / ``imagenet_missing`` for a run that does not start from ImageNet.
+    """
+    if variant.pretraining == "identity":
+        init: Path | None = identity_checkpoint
+    elif variant.pretraining == "imagenet" and missing_weights(variant, cfg) is None:
+        init = imagenet_weights_path(cfg.imagenet_weights)  # raises with the remedy where absent
+    else:  # from scratch, or an ImageNet run marked "not run"
+        init = None
     half = bf16(device, cfg.accel)
-    params = {k: v for k, v in recipe(cfg).items() if k not in ("variants", "seeds")}  # the matrix, not this run
-    return fingerprint(variant.name, params, seed, split_file, store / "labels.csv", init, half, code_fingerprint())
+    unused = ("variants", "seeds", "imagenet_weights", "imagenet_missing")
+    params = {k: v for k, v in recipe(cfg).items() if k not in unused}
+    return fingerprint(variant.name, params, seed, split_file, *store_files(store), init, half, code_fingerprint())
 
 
 def finetune(
@@ -334,6 +348,6 @@ def finetune(
         "landmark_unit": codec.landmark_unit,
         "params": to_dict(cfg),
         "seed": seed,
-        "precision": "bf16 autocast" if half else "fp32",  # what accel.precision came to on this machine
+        "precision": precision_name(half),  # what accel.precision came to on this machine
     }
     return model.cpu(), meta, history

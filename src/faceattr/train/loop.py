@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -75,6 +76,11 @@ def bf16(device: torch.device, accel: AccelConfig) -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+def precision_name(half: bool) -> str:
+    """How a run computed, as checkpoints, metrics and MLflow record it."""
+    return "bf16 autocast" if half else "fp32"
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (asked once per process)."""
@@ -92,9 +98,12 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
 
 def recipe(cfg: Any) -> dict[str, Any]:
     """A training section's params as its resume key sees them: all but ``accel.resume_every_s``
-    (how often the state is saved changes no weight, so changing it retrains nothing)."""
+    (how often the state is saved changes no weight, so changing it retrains nothing) and
+    ``accel.precision`` (the key holds what it came to on this machine, bf16 or fp32, instead:
+    ``auto`` and ``fp32`` train alike on a CPU without native bf16)."""
     params = to_dict(cfg)
     params.get("accel", {}).pop("resume_every_s", None)
+    params.get("accel", {}).pop("precision", None)
     return params
 
 
@@ -103,12 +112,35 @@ def fingerprint(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, Path):
-            with part.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+            digest.update(file_digest(part).encode())
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once per process for each (path, size, mtime): a
+    45-run stage asks for the same store's hash 90 times, and a large store takes seconds."""
+    st = path.stat()
+    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def store_files(store: Path) -> tuple[Path, ...]:
+    """What of a packed store a training reads: the crops' pixels (``faces.npy``), their labels
+    and the geometry they were cut with (``geometry.json``, where the store has one). A store
+    rebuilt with other pixels (another ``align.fill``, say) and the same labels is other data."""
+    from faceattr.data.packed import FACES, GEOMETRY, LABELS
+
+    return tuple(store / name for name in (FACES, LABELS, GEOMETRY) if name != GEOMETRY or (store / name).is_file())
 
 
 # The modules whose code decides what a training computes (data, models, losses, loops, configs).
@@ -133,19 +165,34 @@ TRAINING_CODE = (
 
 
 def code_fingerprint() -> str:
-    """Hash of the training code (``TRAINING_CODE``): a resume state needs the same code.
+    """Hash of the training code (``TRAINING_CODE``) as Python sees it: a resume state needs the
+    same code.
 
     Without it, a rerun after a fix to the training code (which DVC reruns, since the code is a
     dep) would resume the finished state written by the old code and return stale weights. A
     fixed list of files, not whatever this process happens to have imported, so every run of one
     process, and of the next, gets the same key; editing, say, the report code retrains nothing.
+    Each file is hashed as its syntax tree without docstrings (comments and formatting never reach
+    the tree), so documenting the code retrains nothing either.
     """
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for rel in TRAINING_CODE:
         digest.update(rel.encode())
-        digest.update((root / rel).read_bytes())
+        digest.update(code_digest((root / rel).read_text()).encode())
     return digest.hexdigest()[:16]
+
+
+def code_digest(source: str) -> str:
+    """sha256 of a module's syntax tree with its docstrings removed."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
 
 
 def fit(

@@ -34,9 +34,11 @@ from faceattr.train.loop import (
     lr_at,
     make_optimizer,
     nhwc,
+    precision_name,
     prepare,
     recipe,
     seed_epoch,
+    store_files,
 )
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,7 @@ def pretrain_identity(
     net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
     optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
     half = bf16(device, cfg.accel)
-    key = fingerprint(recipe(cfg), seed, split_file, store / "labels.csv", half, code_fingerprint())
+    key = fingerprint(recipe(cfg), seed, split_file, *store_files(store), half, code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
@@ -257,6 +259,6 @@ def pretrain_identity(
         "pair_list": {"file": pair_list.name, **listed} if pair_list is not None else None,
         "params": to_dict(cfg),
         "seed": seed,
-        "precision": "bf16 autocast" if half else "fp32",  # what accel.precision came to on this machine
+        "precision": precision_name(half),  # what accel.precision came to on this machine
     }
     return trunk.cpu(), meta, history
