@@ -16,6 +16,7 @@ from faceattr.profile import phase
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
+from faceattr.train.loop import bf16, precision_name
 
 log = logging.getLogger("faceattr.stages.evaluate")
 
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
     ft = load_section(args.params, "finetune_multitask", FinetuneConfig)
-    with tracked_run("evaluate", to_dict(cfg)) as tracker:
+    device = pick_device()
+    half = bf16(device, ft.accel)  # as training and validation ran on this machine
+    with tracked_run("evaluate", {**to_dict(cfg), "precision_used": precision_name(half)}) as tracker:
         with phase("evaluation"):
             results = evaluate_variants(
                 ft.variants,
@@ -50,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 Path(args.split),
                 cfg,
                 ft.age_head.group_edges,
-                pick_device(),
+                device,
                 Path(args.predictions),
+                half,
             )
             write_json(results, args.out)
             summary = summarise_results(results)

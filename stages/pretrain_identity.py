@@ -14,6 +14,7 @@ from faceattr.io import write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
+from faceattr.train.loop import bf16, precision_name
 from faceattr.train.pretrain import pretrain_identity
 
 log = logging.getLogger("faceattr.stages.pretrain_identity")
@@ -34,13 +35,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     source = load_section(args.params, "datasets", DatasetsConfig).pretrain
     pair_list = pair_list_path(Path(args.raw), source.pairs)
     info = init_distributed()  # one process unless started by torchrun
-    with tracked_run("pretrain_identity", {**to_dict(cfg), "seed": seed}) as tracker:
+    device = pick_device()
+    params = {**to_dict(cfg), "seed": seed, "precision_used": precision_name(bf16(device, cfg.accel))}
+    with tracked_run("pretrain_identity", params) as tracker:
         trunk, meta, history = pretrain_identity(
             cfg,
             seed=seed,
             store=Path(args.store),
             split_file=Path(args.split),
-            device=pick_device(),
+            device=device,
             resume_path=Path(args.resume),
             on_epoch=lambda row: tracker.log_curve([row]),
             pair_list=pair_list,

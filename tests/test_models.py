@@ -82,32 +82,48 @@ def test_gender_conditioned_age_changes_when_gender_changes() -> None:
         torch.testing.assert_close(plain(x)["age"], a)  # without conditioning, age ignores gender
 
 
+def _at_angles(target_deg: float, other_deg: float) -> tuple[MarginHead, torch.Tensor]:
+    """A 2-d head with class 0 at 0° and class 1 at 90°, and one embedding at ``target_deg`` from
+    class 0 (so ``90 − target_deg`` from class 1), of norm 3: angles known by construction."""
+    head = MarginHead(2, 2, s=1.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))  # norms do not matter
+    t = math.radians(target_deg)
+    return head, torch.tensor([[3 * math.cos(t), 3 * math.sin(t)]])
+
+
+# (m1, m2, m3, θ in degrees, published form of the target logit at s = 1)
+MARGINS = [
+    (1.0, 0.5, 0.0, 60.0, math.cos(math.radians(60) + 0.5)),  # ArcFace: cos(θ + m)
+    (1.0, 0.0, 0.35, 60.0, 0.5 - 0.35),  # CosFace: cos θ − m
+    (1.5, 0.0, 0.0, 60.0, math.cos(math.radians(90))),  # SphereFace-style: cos(m·θ)
+    (1.0, 0.3, 0.2, 60.0, math.cos(math.radians(60) + 0.3) - 0.2),  # insightface's combined form
+    # past θ + m = π insightface's ArcFace switches to cos θ − m·sin m (its "th"/"mm" branch)
+    (1.0, 0.5, 0.0, 170.0, math.cos(math.radians(170)) - 0.5 * math.sin(0.5)),
+]
+
+
+@pytest.mark.parametrize(("m1", "m2", "m3", "theta", "expected"), MARGINS)
+def test_combined_margin_gives_the_published_target_logit(m1, m2, m3, theta, expected) -> None:
+    """Target logits at known angles against the papers' formulas, written out independently of
+    heads.py; the other class's logit stays plain cos of its angle."""
+    head, emb = _at_angles(theta, 90.0 - theta)
+    head.m1, head.m2, head.m3 = m1, m2, m3
+    logits = head(emb, torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(expected, abs=1e-5)
+    assert logits[0, 1].item() == pytest.approx(math.cos(math.radians(90.0 - theta)), abs=1e-5)
+
+
 @pytest.mark.parametrize("kind", MARGIN_HEADS)
-def test_margin_heads_reduce_to_softmax_at_zero_margin(kind: str) -> None:
-    torch.manual_seed(0)
-    head = MarginHead(8, 5, kind=kind, s=10.0, m1=1.0, m2=0.0, m3=0.0)
-    emb, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
-    cosine = (F.normalize(emb) @ F.normalize(head.weight).T).clamp(-1 + 1e-7, 1 - 1e-7)
-    logits = head(emb, labels)
-    torch.testing.assert_close(logits, 10 * cosine, atol=1e-5, rtol=0)
-    torch.testing.assert_close(F.cross_entropy(logits, labels), F.cross_entropy(10 * cosine, labels), atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize(("m1", "m2", "m3"), [(1.0, 0.5, 0.0), (1.0, 0.0, 0.35), (1.5, 0.0, 0.0), (1.0, 0.3, 0.2)])
-def test_combined_margin_lowers_only_the_target_logit(m1: float, m2: float, m3: float) -> None:
-    torch.manual_seed(1)
-    head = MarginHead(8, 5, s=1.0, m1=m1, m2=m2, m3=m3)
-    plain = MarginHead(8, 5, s=1.0, m1=1.0, m2=0.0, m3=0.0)
-    plain.weight = head.weight
-    emb, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
-    diff = plain(emb, labels) - head(emb, labels)
-    mask = F.one_hot(labels, 5).bool()
-    assert (diff[mask] > 0).all() and torch.equal(diff[~mask], torch.zeros_like(diff[~mask]))
-    theta = torch.acos(plain(emb, labels)[mask])
-    expected = torch.where(
-        m1 * theta + m2 < math.pi, torch.cos(m1 * theta + m2) - m3, torch.cos(theta) - m2 * math.sin(m2) - m3
-    )
-    torch.testing.assert_close(head(emb, labels)[mask], expected)
+def test_margin_heads_reduce_to_scaled_cosines_at_zero_margin(kind: str) -> None:
+    """With zero margins both heads give s·cos of the known angles (40° and 50°)."""
+    head, emb = _at_angles(40.0, 50.0)
+    head = MarginHead(2, 2, kind=kind, s=10.0, m1=1.0, m2=0.0, m3=0.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    logits = head(emb, torch.tensor([0]))
+    expected = [10 * math.cos(math.radians(40)), 10 * math.cos(math.radians(50))]
+    assert logits[0].tolist() == pytest.approx(expected, abs=1e-4)
 
 
 def test_adaface_margin_follows_feature_norm() -> None:

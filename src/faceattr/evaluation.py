@@ -63,16 +63,25 @@ def metric_key(metric: str, cs_threshold: float) -> str:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, meta: Mapping[str, Any], data: FaceTensors, device: torch.device, batch_size: int
+    model: torch.nn.Module,
+    meta: Mapping[str, Any],
+    data: FaceTensors,
+    device: torch.device,
+    batch_size: int,
+    half: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per-image outputs: P(female), age in years, age-group and attribute probabilities, landmarks."""
+    """Per-image outputs: P(female), age in years, age-group and attribute probabilities, landmarks.
+
+    ``half``: the network runs under bf16 autocast (``accel.precision`` as training resolved it);
+    decoding runs in fp32 either way."""
     codec = LabelCodec.from_meta(meta)
     model.eval().to(device)
     chunks: dict[str, list[torch.Tensor]] = {}
     for idx in batch_indices(len(data), batch_size, None):
         x = to_input(data.images[idx], device, tuple(meta["mean"]), tuple(meta["std"]))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            pred = codec.decode(model(x))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
+            outputs = model(x)
+        pred = codec.decode(outputs)
         if "gender" in pred:
             pred["gender_prob"] = pred.pop("gender").softmax(1)[:, 1]
         for k, v in pred.items():
@@ -230,6 +239,7 @@ def load_runs(
     cfg: EvaluateConfig,
     edges: Sequence[float],
     device: torch.device,
+    half: bool = False,
 ) -> Variants:
     """Predict with every run's checkpoint; runs marked "not run" by finetune are collected."""
     out = Variants({}, {}, {})
@@ -242,7 +252,7 @@ def load_runs(
             if not (folder / "model.pt").is_file():
                 raise FileNotFoundError(f"no checkpoint for run '{folder.name}' at '{folder}'; run finetune_multitask")
             model, meta = load_multitask(folder / "model.pt")
-            pred = predict(model, meta, data, device, cfg.batch_size)
+            pred = predict(model, meta, data, device, cfg.batch_size, half)
             out.predictions.setdefault(name, {})[seed] = pred
             out.scores.setdefault(name, {})[seed] = per_image_scores(pred, data, edges, cfg.cs_threshold)
     return out
@@ -349,18 +359,37 @@ def comparison_pairs(
     return pairs
 
 
+def family(question: str, metric: str) -> str:
+    """The question a comparison answers, within which Holm corrects: adding an ensemble must not
+    change Table 1's verdicts. The first paper's Table 1 (pretraining) and Table 2 (task sets, and
+    how their losses are weighted), its data-efficiency curves, the second paper (age heads, gender
+    conditioning, ensembles) and the third (CelebA's attributes)."""
+    if metric == "attr_acc":
+        return "third paper: attributes"
+    if question.startswith("data efficiency"):
+        return "data efficiency"
+    if "pretraining" in question:
+        return "Table 1: pretraining"
+    if question.startswith(("multi-task", "uncertainty weighting")):
+        return "Table 2: task sets"
+    return "second paper: age heads, gender conditioning, ensembles"
+
+
 def compare(
     runs: Variants,
     pairs: Sequence[tuple[str, str, str, tuple[str, ...]]],
     cfg: EvaluateConfig,
     groups: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap of each pair's seed-averaged per-image scores, resampling the clusters
-    ``groups`` (None: images); Holm-adjusted significance."""
+    """Paired bootstrap of each pair on the same test items, resampling the clusters ``groups``
+    (None: images) and, where a variant has several seeds, the seeds too (two-level); each row's
+    ``significant`` and ``p`` follow one rule, and ``significant_holm`` is Holm-corrected within
+    the row's ``family`` (its question)."""
     rows: list[dict[str, Any]] = []
     for a, b, question, metrics in pairs:
         for metric in metrics:
             row: dict[str, Any] = {"a": a, "b": b, "question": question, "metric": metric}
+            row["family"] = family(question, metric)
             if a in runs.not_run or b in runs.not_run:
                 rows.append({**row, "status": "not run"})
                 continue
@@ -368,25 +397,19 @@ def compare(
             sa, sb = runs.scores[a], runs.scores[b]
             if score not in next(iter(sa.values())) or score not in next(iter(sb.values())):
                 continue
-            xa = _seed_mean(np.stack([r[score] for r in sa.values()]))
-            xb = _seed_mean(np.stack([r[score] for r in sb.values()]))
-            if not (np.isfinite(xa) & np.isfinite(xb)).any():
+            xa = np.stack([sa[s][score] for s in sorted(sa)])  # (seeds, test images)
+            xb = np.stack([sb[s][score] for s in sorted(sb)])
+            if not (np.isfinite(_seed_mean(xa)) & np.isfinite(_seed_mean(xb))).any():
                 continue
             res = paired_bootstrap(xa, xb, cfg.bootstrap, cfg.confidence, groups=groups)
             better = res["diff"] < 0 if lower_better else res["diff"] > 0
-            rows.append(
-                {
-                    **row,
-                    **res,
-                    "status": "ok",
-                    "lower_is_better": lower_better,
-                    "a_better": bool(better),
-                    "significant": not res["ci_low"] <= 0 <= res["ci_high"],
-                }
-            )
+            rows.append({**row, **res, "status": "ok", "lower_is_better": lower_better, "a_better": bool(better)})
     tested = [r for r in rows if r["status"] == "ok"]
-    for r, keep in zip(tested, holm([r["p"] for r in tested], 1 - cfg.confidence), strict=True):
-        r["significant_holm"] = keep
+    for name in dict.fromkeys(r["family"] for r in tested):
+        members = [r for r in tested if r["family"] == name]
+        for r, keep in zip(members, holm([r["p"] for r in members], 1 - cfg.confidence), strict=True):
+            r["significant_holm"] = keep
+            r["holm_family_size"] = len(members)
     return rows
 
 
@@ -470,8 +493,12 @@ def evaluate_variants(
     edges: Sequence[float],
     device: torch.device,
     predictions_dir: Path,
+    half: bool = False,
 ) -> dict[str, Any]:
-    """Everything the report states: per-run metrics, per-variant statistics, comparisons."""
+    """Everything the report states: per-run metrics, per-variant statistics, comparisons.
+
+    ``half``: networks run under bf16 autocast (as ``finetune_multitask.accel.precision`` resolves
+    on this machine), decoding and metrics in fp32."""
     data = {s: load_split(store, split_file, (s,)) for s in SPLITS}
     train = load_split(store, split_file, ("train",))
     test = data["test"]
@@ -488,10 +515,11 @@ def evaluate_variants(
             "ci": INTERVALS[cfg.interval],
             "cluster_unit": test.group_unit,
             "clusters": len(set(test.groups)),
+            "precision": "bf16 autocast (network), fp32 (decoding, metrics)" if half else "fp32",
         },
     }
-    val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device)
-    runs = load_runs(variants, seeds, model_dir, test, cfg, edges, device)
+    val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device, half)
+    runs = load_runs(variants, seeds, model_dir, test, cfg, edges, device, half)
     for r in (runs, val_runs):
         add_ensembles(r, cfg.ensemble_members, data["val"] if r is val_runs else test, edges, cfg.cs_threshold)
     results["runs"] = {

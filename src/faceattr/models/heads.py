@@ -122,6 +122,12 @@ class MarginHead(nn.Module):
         self.register_buffer("norm_std", torch.tensor(100.0))
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Margin logits, computed in fp32 also under bf16 autocast: in bf16 the clamp at 1 − 1e-7
+        rounds to 1, ``acos`` near 1 loses its margin, and logits move by tenths."""
+        with torch.autocast(embedding.device.type, enabled=False):
+            return self._logits(embedding.float(), labels)
+
+    def _logits(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = F.linear(F.normalize(embedding), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
         target = self._adaface_target(embedding, cosine) if self.kind == "adaface" else self._combined_target(cosine)
         one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)

@@ -310,7 +310,19 @@ class LabelCodec:
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Gender logits, age in years (plus group probabilities for the group head), landmarks
-        in crop pixels, attribute probabilities."""
+        in crop pixels, attribute probabilities.
+
+        Always in fp32, also when called under bf16 autocast (validation, CUDA test prediction):
+        autocast would run the expectation ``probs @ values`` in bf16, whose 8-bit mantissa moves
+        a DLDL age by tenths of a year and its spread by years.
+        """
+        if not outputs:
+            return {}
+        device_type = next(iter(outputs.values())).device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._decode({k: v.float() for k, v in outputs.items()})
+
+    def _decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred: dict[str, torch.Tensor] = {}
         if "gender" in outputs:
             pred["gender"] = outputs["gender"].float()

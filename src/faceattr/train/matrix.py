@@ -22,6 +22,7 @@ from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.tracking import RUN_LINK, tracked_run, write_run_link
 from faceattr.train.finetune import finetune, missing_weights, run_key, write_not_run
+from faceattr.train.loop import bf16, precision_name
 from faceattr.variants import Variant, run_name
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def train_run(
         "uncertainty_weighting": variant.uncertainty_weighting,
         "train_fraction": variant.fraction,
         "seed": seed,
+        "precision_used": precision_name(bf16(device, cfg.accel)),  # what accel.precision came to here
         **provenance,
     }
     tags = {"faceattr.seed": str(seed), "faceattr.variant_family": variant.name}
