@@ -125,3 +125,46 @@ def test_comparisons_are_the_papers_questions() -> None:
         pairs[(names[5], names[9])][0] == "data efficiency: identity pretraining vs none at 10 % of the training images"
     )
     assert (names[1], names[0]) not in pairs and (names[4], names[0]) not in pairs, "one direction per question"
+
+
+def test_holm_corrects_within_each_question_so_an_ensemble_leaves_table_1_alone() -> None:
+    """Table 1's verdict must not depend on how many ensembles the second paper adds. Identity vs
+    none differs a little (p about 0.02 alone); ten ensemble comparisons with tiny p-values made
+    Holm over everything reject fewer of Table 1's (its p then faced alpha / 11)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = rng.normal(0, 1, n)
+    runs = Variants({}, {}, {})
+
+    def add(name: str, shift: float, noise: float) -> None:
+        err = np.abs(truth + shift + rng.normal(0, noise, n))
+        runs.scores[name] = {0: {"age_abs_err": err}}
+
+    add("face_resnet18-identity-gender+age+landmarks", 0.0, 0.3)
+    runs.scores["face_resnet18-none-gender+age+landmarks"] = {
+        0: {
+            "age_abs_err": runs.scores["face_resnet18-identity-gender+age+landmarks"][0]["age_abs_err"]
+            + 0.05
+            + rng.normal(0, 0.3, n)
+        }
+    }
+    table1 = [
+        (
+            "face_resnet18-identity-gender+age+landmarks",
+            "face_resnet18-none-gender+age+landmarks",
+            "identity pretraining vs none",
+            ("age_mae",),
+        )
+    ]
+    cfg = EvaluateConfig(bootstrap=2000)
+    alone = compare(runs, table1, cfg)
+    assert alone[0]["family"] == "Table 1: pretraining" and alone[0]["holm_family_size"] == 1
+    for i in range(10):
+        add(f"m{i}", 1.0, 0.3)
+    ensembles = [
+        (f"m{i}", "face_resnet18-identity-gender+age+landmarks", "ensemble vs member", ("age_mae",)) for i in range(10)
+    ]
+    both = compare(runs, table1 + ensembles, cfg)
+    assert both[0]["significant_holm"] == alone[0]["significant_holm"]
+    assert alone[0]["significant"] and alone[0]["p"] > 0.05 / 11, "the case must be one a wide family would flip"
+    assert all(r["family"].startswith("second paper") and r["holm_family_size"] == 10 for r in both[1:])

@@ -124,3 +124,46 @@ def test_two_level_bootstrap_adds_the_seeds_spread() -> None:
     lo2, hi2 = seed_cluster_bootstrap_ci(apart, seed=1, groups=groups)
     lo1, hi1 = bootstrap_ci(apart.mean(0), seed=1, groups=groups)
     assert hi2 - lo2 > 1.1 * (hi1 - lo1) and lo2 < err.mean() < hi2
+
+
+def test_p_and_significant_follow_one_rule() -> None:
+    """The old report printed `+0.65 [0.00, 1.33], p = 0.038: not significant`-style disagreements:
+    "significant" came from the expanded interval, p from the plain percentile. Over many small,
+    clustered samples near the boundary, p < 0.05 exactly when the reported interval excludes 0."""
+    rng = np.random.default_rng(3)
+    disagree, near = 0, 0
+    for trial in range(300):
+        people = rng.integers(5, 25)  # few clusters: where the expansion matters most
+        groups = np.repeat(np.arange(people), 4)
+        a = rng.normal(0, 1, people)[groups] + rng.normal(0, 1, len(groups))
+        b = a + rng.normal(0.35, 1.2, len(groups))
+        res = paired_bootstrap(b, a, resamples=500, seed=trial, groups=groups)
+        excludes = not res["ci_low"] <= 0 <= res["ci_high"]
+        near += 0.01 < res["p"] < 0.2
+        disagree += excludes != (res["p"] < 0.05)
+        assert res["significant"] == (res["p"] < 0.05)
+    assert near > 30, "the trials must exercise the boundary"
+    assert disagree == 0
+
+
+def test_paired_comparison_resamples_seeds_where_there_are_several() -> None:
+    """Two methods whose per-image scores are identical on average but whose trainings scatter:
+    with each seed's scores (seeds, images), the two-level test sees the seeds' spread and is not
+    fooled by one lucky set of seeds; with seed-averaged scores it would call it significant."""
+    rng = np.random.default_rng(5)
+    n, seeds = 600, 3
+    base = rng.normal(0, 1, n)
+    offsets_a, offsets_b = np.array([0.5, -0.3, 0.4]), np.array([-0.2, 0.1, -0.4])  # run-to-run spread
+    a = base + offsets_a[:, None] + rng.normal(0, 0.1, (seeds, n))
+    b = base + offsets_b[:, None] + rng.normal(0, 0.1, (seeds, n))
+    one_level = paired_bootstrap(a.mean(0), b.mean(0))
+    two_level = paired_bootstrap(a, b)
+    assert one_level["resampled"] == "clusters" and one_level["significant"]
+    assert two_level["resampled"] == "seeds and clusters" and two_level["seeds"] == [3, 3]
+    assert two_level["diff"] == pytest.approx(one_level["diff"])
+    assert not two_level["significant"] and two_level["ci_high"] - two_level["ci_low"] > 5 * (
+        one_level["ci_high"] - one_level["ci_low"]
+    )
+    # a real method effect larger than the seeds' spread still shows
+    strong = paired_bootstrap(a + 2.0, b)
+    assert strong["significant"] and strong["ci_low"] > 0

@@ -139,9 +139,12 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
         unit = " pp" if pct else ""
         diff = f"{'+' if c['diff'] >= 0 else ''}{_fmt(c['diff'], dd, pct)}{unit}"
         ci = f"[{_fmt(c['ci_low'], dd, pct)}, {_fmt(c['ci_high'], dd, pct)}]"
+        family = c.get("family", "all comparisons")
+        size = c.get("holm_family_size")
+        within = f"Holm within *{family}*" + (f", {size} tests" if size else "")
         if c["significant"]:
             verdict = f"**significant**, {'first' if c['a_better'] else 'second'} better"
-            verdict += "" if c.get("significant_holm") else " (not after Holm correction)"
+            verdict += f" ({within})" if c.get("significant_holm") else f" (not after {within})"
         else:
             verdict = "not significant"
         # no resample on the far side of zero: the p-value is below the bootstrap's resolution
@@ -152,7 +155,8 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
             if unit != "image" and "clusters" in c
             else ""
         )
-        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images{of}): {verdict}")
+        seeds = f", {' and '.join(map(str, c['seeds']))} seeds" if c.get("resampled") == "seeds and clusters" else ""
+        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images{of}{seeds}): {verdict}")
     return lines or ["- (no such pairs among the variants run)"]
 
 
@@ -391,7 +395,7 @@ def build_report(
     lines = [
         f"# {cfg.title}",
         "",
-        protocol_paragraph(data, n, proto),
+        protocol_paragraph(data, n, proto, ev["comparisons"]),
     ]
     lines += protocol_notes(data)
     lines += [
@@ -602,7 +606,12 @@ def on_agedb_protocol(data: Mapping[str, Any]) -> bool:
     return data["finetune"]["source"] == "agedb" and split.get("finetune_protocol") == "folds"
 
 
-def protocol_paragraph(data: Mapping[str, Any], n: Mapping[str, int], proto: Mapping[str, Any]) -> str:
+def protocol_paragraph(
+    data: Mapping[str, Any],
+    n: Mapping[str, int],
+    proto: Mapping[str, Any],
+    ev_comparisons: Sequence[Mapping[str, Any]] = (),
+) -> str:
     """What the numbers were measured on: both data roles, what the split groups by, the statistics."""
     pre, fin, split = data["pretrain"], data["finetune"], data.get("split", {})
     unit = split.get("finetune_unit", "identity")
@@ -624,9 +633,21 @@ def protocol_paragraph(data: Mapping[str, Any], n: Mapping[str, int], proto: Map
         f"**[{proto['confidence']:.0%} CI]**, {_interval_text(proto)}. Seeds vary initialisation, batch order and "
         "augmentation; split and identity pretraining are fixed. Metrics: gender accuracy, age MAE (years), landmark "
         "NME (mean point error / inter-ocular distance of the five aligned points). Comparisons are paired "
-        f"bootstraps on the same test images, resampling the same {_unit(proto)} for both models; *significant* "
-        "means the CI of the difference excludes 0, and the Holm correction over all comparisons is noted."
+        f"bootstraps on the same test images, resampling the same {_unit(proto)} for both models"
+        f"{_seed_level(ev_comparisons)}; *significant* means the CI of the difference excludes 0, which is the same "
+        f"as p < {1 - proto['confidence']:.2g} (p inverts that interval), and the Holm correction is made within "
+        "each question (Table 1, Table 2, data efficiency, second paper, third paper), named beside each verdict."
     )
+
+
+def _seed_level(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """How the comparisons treated seeds: resampled too (two-level) where variants had several."""
+    kinds = {c.get("resampled") for c in comparisons if c.get("status") == "ok"}
+    if kinds == {"seeds and clusters"}:
+        return " and, independently for each model, its training seeds (two-level: a claim about the method)"
+    if "seeds and clusters" in kinds:
+        return " and, where a variant has several, its training seeds (two-level)"
+    return " (one seed per variant: seeds are not resampled)"
 
 
 def _unit(proto: Mapping[str, Any]) -> str:
