@@ -234,3 +234,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = run_pipeline(tmp, tiny_params(tmp))
     paths["params"] = tmp / "params.yaml"
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _tracking_store_answers():
+    """Each test starts with the tracking store's process-wide outage latch cleared."""
+    from faceattr import tracking
+
+    tracking.OUTAGE.reset()
+    yield
+    tracking.OUTAGE.reset()

@@ -137,6 +137,40 @@ def test_store_lost_mid_training_costs_no_work(store, tmp_path, caplog) -> None:
     assert [m.step for m in history] == [1]
 
 
+def test_store_lost_after_run_1_of_3_lets_all_3_runs_and_the_linked_runs_finish(
+    store, tmp_path, monkeypatch, caplog
+) -> None:
+    """As `finetune_multitask --all` does: three runs in one process; the store dies during run 1.
+    Runs 2 and 3 must not fail at their start (the old latch was per run: run 2's start raised
+    TrackingUnavailable and the stage died), nor evaluate's linked runs; what was lost is listed."""
+    from mlflow.tracking import MlflowClient
+
+    dead = MlflowClient(f"http://127.0.0.1:{_dead_port()}")
+    finished, links = [], []
+    for i in range(3):
+        with tracking.tracked_run("finetune_multitask", {"lr": 0.1}, variant=f"v-s{i}") as run:
+            run.log_curve([{"epoch": 1.0, "loss": 2.0}])
+            if i == 0:  # the server goes away while run 1 trains
+                monkeypatch.setattr(tracking, "_client", lambda: dead)
+                run._client = dead
+                run.log_curve([{"epoch": 2.0, "loss": 1.0}])
+            link = tmp_path / f"v-s{i}" / tracking.RUN_LINK
+            tracking.write_run_link(run, link)
+            links.append(link)
+        finished.append(i)
+    assert finished == [0, 1, 2]
+    for i, link in enumerate(links):  # evaluate attaches test metrics to each run: inert, no raise
+        linked = tracking.linked_run(link, f"v-s{i}", lambda r: None)
+        linked.log_metrics({"test_gender_acc": 0.9})
+        assert not linked.active
+    assert caplog.text.count("stopped answering") == 1  # warned once
+    missed = tracking.not_logged()
+    assert "metrics at step 2" in next(iter(missed.values()))
+    assert {"finetune_multitask/v-s1", "finetune_multitask/v-s2"} <= set(missed)
+    (found,) = _runs(store, "finetune_multitask")  # only run 1 reached the store
+    assert [m.step for m in store.get_metric_history(found.info.run_id, "loss")] == [1]
+
+
 def test_sigterm_ends_the_run_killed_with_the_epoch_reached(store, tmp_path) -> None:
     script = (
         "import os, signal\nfrom faceattr.stage import run\nfrom faceattr.tracking import tracked_run\n"

@@ -51,6 +51,7 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
             threads.warn_if_sharing(log)
         main(sys.argv[1:])
         code = 0
+        _report_outage()
     except (KeyboardInterrupt, Interrupted) as err:
         log.error("stopped (%s)", "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM")
         code = 130 if isinstance(err, KeyboardInterrupt) else 143
@@ -65,3 +66,17 @@ def run(main: Callable[[Sequence[str] | None], None]) -> None:
         raise
     finally:
         profile.record(startup, time.perf_counter() - start, code if isinstance(code, int) else 1)
+
+
+def _report_outage() -> None:
+    """List, once at the end, what the tracking store lost when it stopped answering mid-stage."""
+    import sys as _sys
+
+    tracking = _sys.modules.get("faceattr.tracking")
+    missed = tracking.not_logged() if tracking is not None else {}
+    if missed:
+        log.warning(
+            "MLflow stopped answering during this stage: %d run(s) incomplete; not logged: %s",
+            len(missed),
+            "; ".join(f"{run}: {', '.join(items)}" for run, items in missed.items()),
+        )

@@ -8,8 +8,9 @@ a fine-tuning run to its evaluation is the run id the stage writes into its DVC 
 (``mlflow_run.json`` beside the checkpoint), never the commit.
 
 A store that cannot be reached when a stage starts stops it with one line (``TrackingUnavailable``)
-naming the URI and how to run without tracking. A store that goes away later costs no work: the
-stage finishes and writes its outputs, warns once, and lists what was not logged. SIGTERM and
+naming the URI and how to run without tracking. A store that goes away later costs no work: from
+the first failed call on, every run of the process is inert (``OUTAGE``, a process-wide latch), so
+the stage finishes all its runs and writes its outputs, warns once, and lists what was not logged. SIGTERM and
 SIGINT end the run as KILLED with the epoch it reached; any other exception as FAILED.
 """
 
@@ -88,43 +89,84 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^\w\-./: ]", "_", name)
 
 
-class Run:
-    """What a stage may log; every method is a no-op when tracking is off.
+class _Outage:
+    """Process-wide: whether the store has answered once, and whether it has stopped answering.
 
-    A call that fails (the store went away) is not retried: the run stops logging, warns once and
-    remembers what it could not log, so training never waits on or dies of the tracking store.
+    After the first failure every run of the process is inert (a 45-run stage does not die at
+    the next run's start, nor evaluate in its linked runs), and what each run could not log is
+    listed at the end (``not_logged``).
     """
 
-    def __init__(self, client: Any = None, run_id: str | None = None, reopened: bool = False) -> None:
-        self._client, self.run_id = client, run_id
-        self.reopened = reopened  # an earlier, finished run continued (``tracked_run(reopen=...)``)
-        self.epoch = 0  # the last epoch logged by ``log_curve``
-        self.missed: list[str] = []
+    def __init__(self) -> None:
+        self.reset()
 
-    @property
-    def active(self) -> bool:
-        return self._client is not None
+    def reset(self) -> None:
+        self.answered = False  # a run was created: a later failure is an outage, not a bad URI
+        self.down: str | None = None  # why the store stopped answering
+        self.missed: dict[str, list[str]] = {}  # run (name or id) -> what it could not log
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._client is None:
-            if self.run_id is not None:
-                self.missed.append(what)
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # the store is gone: keep training, stop logging
+    def fail(self, err: BaseException) -> None:
+        if self.down is None:
             log.warning(
                 "MLflow at %s stopped answering (%s); the stage goes on without tracking",
                 tracking_uri(),
                 _short(err),
             )
+            self.down = _short(err)
+
+    def miss(self, run: str, what: str) -> None:
+        self.missed.setdefault(run, []).append(what)
+
+
+OUTAGE = _Outage()
+
+
+def not_logged() -> dict[str, list[str]]:
+    """What this process's runs could not log since the store stopped answering, by run."""
+    return {run: list(dict.fromkeys(items)) for run, items in OUTAGE.missed.items()}
+
+
+class Run:
+    """What a stage may log; every method is a no-op when tracking is off.
+
+    A call that fails (the store went away) is not retried: from then on this run and every later
+    one in the process stop logging (``OUTAGE``), a warning is logged once and what could not be
+    logged is remembered, so training never waits on or dies of the tracking store.
+    """
+
+    def __init__(
+        self, client: Any = None, run_id: str | None = None, reopened: bool = False, name: str | None = None
+    ) -> None:
+        self._client, self.run_id = client, run_id
+        self.reopened = reopened  # an earlier, finished run continued (``tracked_run(reopen=...)``)
+        self.name = name  # set on a run that was never created because the store was down
+        self.epoch = 0  # the last epoch logged by ``log_curve``
+        self.missed: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        return self._client is not None and OUTAGE.down is None
+
+    def _miss(self, what: str) -> None:
+        self.missed.append(what)
+        OUTAGE.miss(self.run_id or self.name or "?", what)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._client is None or OUTAGE.down is not None:
+            if self.run_id is not None or self.name is not None:
+                self._miss(what)
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # the store is gone: keep training, stop logging
+            OUTAGE.fail(err)
             self._client = None
-            self.missed.append(what)
+            self._miss(what)
             return None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log numeric metrics (nested dicts flattened to dotted names) in one batch call."""
-        if self._client is None and self.run_id is None:
+        if self._client is None and self.run_id is None and self.name is None:
             return
         from mlflow.entities import Metric
 
@@ -165,9 +207,8 @@ class Run:
     def end(self, status: str) -> None:
         self._call(f"status {status}", lambda: self._client.set_terminated(self.run_id, status))
         if self.missed:
-            log.warning(
-                "MLflow run %s is incomplete: not logged: %s", self.run_id, ", ".join(dict.fromkeys(self.missed))
-            )
+            what = "MLflow run " + self.run_id if self.run_id else f"MLflow run for {self.name} (never created)"
+            log.warning("%s is incomplete: not logged: %s", what, ", ".join(dict.fromkeys(self.missed)))
 
 
 def _short(err: BaseException) -> str:
@@ -208,22 +249,35 @@ def _experiment_id(client: Any) -> str:
 
 
 def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
-    """Create the run, or raise ``TrackingUnavailable`` with one line a user can act on."""
+    """Create the run, or raise ``TrackingUnavailable`` with one line a user can act on.
+
+    Once the store has answered in this process, a failure is an outage, not a wrong URI: the run
+    is inert (``OUTAGE``) and the stage goes on."""
     uri = tracking_uri()
+    if OUTAGE.down is not None:
+        return Run(name=name)
     try:
         client = _client()
         experiment_id = _experiment_id(client)
         run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
     except Exception as err:
+        if OUTAGE.answered:
+            OUTAGE.fail(err)
+            return Run(name=name)
         raise TrackingUnavailable(
             f"MLflow tracking store '{uri}' cannot be reached ({_short(err)}): start it, point MLFLOW_TRACKING_URI "
             "at a store that answers, or run without tracking with FACEATTR_TRACKING=off"
         ) from None
+    OUTAGE.answered = True
     return Run(client, run.info.run_id)
 
 
 def _reopen(run_id: str) -> Run | None:
-    """The finished run ``run_id`` of this store, or None (another store, deleted, unfinished)."""
+    """The finished run ``run_id`` of this store, or None (another store, deleted, unfinished).
+    While the store is down, the run is taken as it was recorded (inert: nothing is logged to a
+    reopened run anyway)."""
+    if OUTAGE.down is not None:
+        return Run(None, run_id, reopened=True)
     try:
         client = _client()
         found = client.get_run(run_id)
@@ -231,6 +285,7 @@ def _reopen(run_id: str) -> Run | None:
         return None
     if found.info.status != "FINISHED" or found.info.lifecycle_stage != "active":
         return None
+    OUTAGE.answered = True
     return Run(client, run_id, reopened=True)
 
 
@@ -355,10 +410,13 @@ def linked_run(link: str | Path, name: str, restore: Callable[[Run], None]) -> R
         return Run()
     link = Path(link)
     recorded = json.loads(link.read_text()).get("mlflow_run_id") if link.is_file() else None
+    if OUTAGE.down is not None:
+        return Run(None, recorded, name=name)
     client = _client()
     if recorded:
         try:
             client.get_run(recorded)
+            OUTAGE.answered = True
             return Run(client, recorded)
         except Exception:
             pass
@@ -370,6 +428,8 @@ def linked_run(link: str | Path, name: str, restore: Callable[[Run], None]) -> R
         "faceattr.restored_from": recorded or "no run id (tracked off, or written before run links)",
     }
     run = _start("finetune_multitask", f"finetune_multitask/{name}", tags)
+    if not run.active:  # the store stopped answering: nothing to restore into
+        return run
     restore(run)
     run.end("FINISHED")
     log.info("MLflow: recreated run %s for %s (its outputs came from DVC's cache)", run.run_id, name)
