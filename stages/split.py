@@ -10,7 +10,7 @@ from pathlib import Path
 from faceattr.config import BaseConfig, DatasetsConfig, SplitConfig, load_section, to_dict
 from faceattr.data.manifest import read
 from faceattr.data.pairs import pair_list_identities, pair_list_path
-from faceattr.data.split import split_roles
+from faceattr.data.split import read_identity_map, split_roles
 from faceattr.io import atomic_path, write_json
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
@@ -27,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="per-pool counts JSON")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "split", SplitConfig)
-    source = load_section(args.params, "datasets", DatasetsConfig).pretrain
+    datasets = load_section(args.params, "datasets", DatasetsConfig)
+    source = datasets.pretrain
+    sources = (datasets.pretrain.source, datasets.finetune.source)
     seed = load_section(args.params, "base", BaseConfig).seed
     with tracked_run("split", to_dict(cfg)) as tracker:
         pairs = pair_list_path(Path(args.pretrain_raw), source.pairs)
@@ -37,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             cfg,
             seed,
             pair_list_identities(pairs, source.pair_folds),
+            sources=sources,
+            identity_map=read_identity_map(cfg.identity_map, *sources) if cfg.identity_map else None,
         )
         for role, frame in (("pretrain", result.pretrain), ("finetune", result.finetune)):
             with atomic_path(Path(args.out) / f"{role}.csv") as tmp:

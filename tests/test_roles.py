@@ -48,7 +48,7 @@ def _used_people(labels: pd.DataFrame, frame: pd.DataFrame) -> set[str]:
 def test_same_source_in_both_roles_gives_each_person_to_one_role() -> None:
     people = [f"{i}" for i in range(100)]
     labels = _labels(people)
-    result = split_roles(labels, labels.copy(), SplitConfig(), seed=0)
+    result = split_roles(labels, labels.copy(), SplitConfig(), seed=0, sources=("celeba", "celeba"))
     pre, fin = _used_people(labels, result.pretrain), _used_people(labels, result.finetune)
     assert not pre & fin and pre | fin == set(people)
     assert len(pre) == 50, "split.shared_to_pretrain 0.5 of 100 shared people"
@@ -67,7 +67,7 @@ def test_official_partition_keeps_its_val_and_test_people_for_finetuning() -> No
     partition = ["train"] * 120 + ["val"] * 40 + ["test"] * 40  # people 0-29 train, 30-39 val, 40-49 test
     labels = _labels(people, partition=partition)
     cfg = SplitConfig(protocol="official")
-    result = split_roles(labels, labels.copy(), cfg, seed=0)
+    result = split_roles(labels, labels.copy(), cfg, seed=0, sources=("celeba", "celeba"))
     pre = _used_people(labels, result.pretrain)
     assert pre and all(int(p) < 30 for p in pre)
     assert (result.finetune["split"][120:160] == "val").all() and (result.finetune["split"][160:] == "test").all()
@@ -75,14 +75,37 @@ def test_official_partition_keeps_its_val_and_test_people_for_finetuning() -> No
 
 
 def test_different_sources_keep_all_their_people_and_list_people_are_not_trained() -> None:
-    ids, attrs = _labels([f"celeb{i}" for i in range(40)]), _labels([f"utk{i}" for i in range(40)])
-    listed = frozenset({"celeb0", "celeb1", "celeb2"})
-    result = split_roles(ids, attrs, SplitConfig(), seed=0, pair_identities=listed)
+    """CASIA names its people "0".."10571", CelebA "1".."10177": the same strings, other people.
+    Raw strings collided (199 of 200 CelebA people were excluded); names are per data set."""
+    ids, attrs = _labels([str(i) for i in range(40)]), _labels([str(i) for i in range(1, 41)])
+    listed = frozenset({"0", "1", "2"})
+    result = split_roles(ids, attrs, SplitConfig(), seed=0, pair_identities=listed, sources=("casia", "celeba"))
     assert result.metrics["shared_identities"] == 0
+    assert result.metrics["identity_mapping"].startswith("none declared: casia and celeba are different data sets")
     assert (result.finetune["split"] != "excluded").all()
     in_list = ids["identity"].isin(listed).to_numpy()
     assert (result.pretrain["split"][in_list] == "pairs").all()
     assert not (result.pretrain["split"][~in_list] == "pairs").any()
+
+
+def test_people_shared_across_data_sets_only_through_a_declared_map(tmp_path) -> None:
+    from faceattr.data.split import read_identity_map
+
+    ids, attrs = _labels([f"n{i}" for i in range(40)]), _labels([str(i) for i in range(40)])
+    path = tmp_path / "map.csv"
+    path.write_text("pretrain,finetune\nn3,3\nn7,7\n")  # two people in both sets, under other names
+    mapping = read_identity_map(path, "lfw", "celeba")
+    cfg = SplitConfig(identity_map=str(path))
+    result = split_roles(ids, attrs, cfg, seed=0, sources=("lfw", "celeba"), identity_map=mapping)
+    assert result.metrics["shared_identities"] == 2 and "declared in map.csv: 2 people" in result.metrics[
+        "identity_mapping"
+    ]
+    pre, fin = _used_people(ids, result.pretrain), _used_people(attrs, result.finetune)
+    for p_name, f_name in (("n3", "3"), ("n7", "7")):
+        assert (p_name in pre) != (f_name in fin), "each shared person in exactly one role"
+    path.write_text("pretrain,person\nn3,3\n")
+    with pytest.raises(ValueError, match=r"identity_map .* lacks the column\(s\) \['finetune'\]"):
+        read_identity_map(path, "lfw", "celeba")
 
 
 def test_pretraining_source_without_identities_fails_at_once() -> None:
@@ -90,7 +113,7 @@ def test_pretraining_source_without_identities_fails_at_once() -> None:
         parse(DatasetsConfig, {"pretrain": {"source": "utkface"}, "finetune": {"source": "utkface"}}, "datasets")
     unnamed = _labels(["a", "b"]).assign(identity=None)  # e.g. AgeDB files without names
     with pytest.raises(ValueError, match=r"datasets.pretrain\) has no identities"):
-        split_roles(unnamed, _labels(["c", "d"]), SplitConfig(), seed=0)
+        split_roles(unnamed, _labels(["c", "d"]), SplitConfig(), seed=0, sources=("agedb", "utkface"))
 
 
 def test_download_stage_stops_before_anything_on_a_source_without_identities(tmp_path) -> None:

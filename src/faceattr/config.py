@@ -285,6 +285,7 @@ class SplitConfig:
     pretrain: dict[str, float] = dataclasses.field(default_factory=lambda: {"pretrain": 0.8, "verify": 0.2})
     finetune: dict[str, float] = dataclasses.field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     shared_to_pretrain: float = 0.5  # both roles hold the same people: share of them given to pretraining
+    identity_map: str = ""  # CSV (pretrain,finetune) of identities declared one person across two data sets
 
     def __post_init__(self) -> None:
         for role, pools in ROLE_POOLS.items():

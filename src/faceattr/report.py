@@ -628,7 +628,7 @@ def protocol_paragraph(
     return (
         f"**Data and protocol.** Identity pretraining on `{pre['dataset']}` (source `{pre['source']}`, {people} "
         f"people); fine-tuning and test on `{fin['dataset']}` (source `{fin['source']}`): split {grouping}, "
-        f"{how}; no person is in both roles. {n['test']} test and {n['val']} validation images. Every cell is "
+        f"{how}; no person is in both roles{_mapping(split)}. {n['test']} test and {n['val']} validation images. Every cell is "
         f"**mean ± std over {len(seeds)} seeds** ({', '.join(map(str, seeds))}; sample std) "
         f"**[{proto['confidence']:.0%} CI]**, {_interval_text(proto)}. Seeds vary initialisation, batch order and "
         "augmentation; split and identity pretraining are fixed. Metrics: gender accuracy, age MAE (years), landmark "
@@ -638,6 +638,12 @@ def protocol_paragraph(
         f"as p < {1 - proto['confidence']:.2g} (p inverts that interval), and the Holm correction is made within "
         "each question (Table 1, Table 2, data efficiency, second paper, third paper), named beside each verdict."
     )
+
+
+def _mapping(split: Mapping[str, Any]) -> str:
+    """Which people the roles were known to share (identities are named per data set)."""
+    text = split.get("identity_mapping")
+    return f" (people shared by the two data sets: {text})" if text else ""
 
 
 def _seed_level(comparisons: Sequence[Mapping[str, Any]]) -> str:

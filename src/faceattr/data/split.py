@@ -157,8 +157,32 @@ class RoleSplit:
     metrics: dict[str, object]
 
 
-def _identities(labels: pd.DataFrame) -> pd.Series:
-    return labels["identity"].astype("string")
+def _identities(labels: pd.DataFrame, namespace: str) -> pd.Series:
+    """Each record's person as ``<namespace>:<name>`` (NA without one): a name means a person only
+    within its data set (CASIA's "1" is not CelebA's "1")."""
+    names = labels["identity"].astype("string")
+    return (namespace + ":" + names).astype("string")
+
+
+def read_identity_map(path: str | Path, pretrain_source: str, finetune_source: str) -> dict[str, str]:
+    """A declared mapping of people across two data sets: CSV with columns ``pretrain`` and
+    ``finetune``, each row one person's name in the pretraining and the fine-tuning set. Returns
+    the fine-tuning role's namespaced identities mapped onto the pretraining role's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split.identity_map '{path}' not found")
+    table = pd.read_csv(path, dtype="string")
+    missing = {"pretrain", "finetune"} - set(table.columns)
+    if missing:
+        raise ValueError(f"split.identity_map '{path}' lacks the column(s) {sorted(missing)}: it needs pretrain,finetune")
+    table = table.dropna(subset=["pretrain", "finetune"])
+    if table["finetune"].duplicated().any():
+        dup = table.loc[table["finetune"].duplicated(), "finetune"].iloc[0]
+        raise ValueError(f"split.identity_map '{path}': fine-tuning identity '{dup}' is mapped twice")
+    return {
+        f"{finetune_source}:{f}": f"{pretrain_source}:{p}"
+        for p, f in zip(table["pretrain"], table["finetune"], strict=True)
+    }
 
 
 def split_roles(
@@ -167,19 +191,29 @@ def split_roles(
     cfg: SplitConfig,
     seed: int,
     pair_identities: frozenset[str] = frozenset(),
+    *,
+    sources: tuple[str, str],
+    identity_map: Mapping[str, str] | None = None,
 ) -> RoleSplit:
     """Pools for both roles, with no person in both.
 
-    Where the two roles hold the same people (the same source named twice, e.g. CelebA for both),
-    each shared identity goes to one role: those the fine-tuning partition keeps for val/test stay
-    there, the others go to pretraining with probability ``cfg.shared_to_pretrain`` (seeded). The
-    pretraining role's identities named in the verification list (``pair_identities``) are held
-    out of training too (pool ``pairs``).
+    People are named within a data set: ``sources`` (the pretraining and fine-tuning roles'
+    sources) namespace the names, so two sets share people only when they are the same source
+    (e.g. CelebA for both), or through a declared ``identity_map`` (namespaced fine-tuning
+    identity -> namespaced pretraining identity, ``read_identity_map``). Each shared identity goes
+    to one role: those the fine-tuning partition keeps for val/test stay there, the others go to
+    pretraining with probability ``cfg.shared_to_pretrain`` (seeded). The pretraining role's
+    identities named in the verification list (``pair_identities``, names of the pretraining
+    set) are held out of training too (pool ``pairs``).
 
     Raises:
         ValueError: when the pretraining role's records carry no identities.
     """
-    pre_ids, fin_ids = _identities(pretrain), _identities(finetune)
+    pre_ids = _identities(pretrain, sources[0])
+    fin_ids = _identities(finetune, sources[1])
+    if identity_map:
+        fin_ids = fin_ids.map(lambda i: identity_map.get(i, i) if isinstance(i, str) else i).astype("string")
+    pair_identities = frozenset(f"{sources[0]}:{i}" for i in pair_identities)
     if pre_ids.isna().all():
         raise ValueError(
             "the pretraining data (datasets.pretrain) has no identities, so identity pretraining cannot "
@@ -196,7 +230,9 @@ def split_roles(
     candidates = pd.Series([i for i in shared if i not in kept_by_partition], dtype="string")
     if len(candidates):
         f = cfg.shared_to_pretrain
-        roles = assign_pools(candidates, {"pretrain": f, "finetune": 1.0 - f}, seed)
+        # drawn over the names without their namespace: the same draw as before names were namespaced
+        plain = candidates.str.removeprefix(f"{sources[0]}:")
+        roles = pd.Series(assign_pools(plain, {"pretrain": f, "finetune": 1.0 - f}, seed).to_numpy())
         to_pretrain = set(candidates[roles == "pretrain"])
     else:
         to_pretrain = set()
@@ -245,6 +281,8 @@ def split_roles(
             role: {str(k): int(v) for k, v in sorted(f.loc[f["reason"] != "", "reason"].value_counts().items())}
             for role, f in frames.items()
         },
+        "identity_namespaces": {"pretrain": sources[0], "finetune": sources[1]},
+        "identity_mapping": _mapping_text(sources, identity_map, cfg.identity_map),
         "shared_identities": len(shared),
         "shared_given_to_pretraining": len(to_pretrain),
         "pair_list_identities": len(pair_identities),
@@ -254,6 +292,18 @@ def split_roles(
         "finetune_protocol_index": cfg.index if cfg.protocol == "folds" else None,
     }
     return RoleSplit(frames["pretrain"], frames["finetune"], metrics)
+
+
+def _mapping_text(sources: tuple[str, str], identity_map: Mapping[str, str] | None, file: str) -> str:
+    """How the split knew which people the two roles share, for metrics and the report."""
+    if sources[0] == sources[1]:
+        return f"one data set ({sources[0]}) in both roles: its names are its people"
+    if identity_map:
+        return f"declared in {Path(file).name or 'an identity map'}: {len(identity_map)} people"
+    return (
+        f"none declared: {sources[0]} and {sources[1]} are different data sets, so their people are taken as "
+        "different (a person in both would need split.identity_map)"
+    )
 
 
 def grouping_unit(labels: pd.DataFrame) -> str:
