@@ -35,10 +35,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ValueError(f"export.tasks '{tasks}': no evaluated run has that task set; evaluated: {sorted(best)}")
     name, metric = best[tasks]
     with tracked_run("export", to_dict(cfg)) as tracker:
-        from faceattr.export import export_onnx, parity
+        from faceattr.export import export_checked
 
-        out = export_onnx(Path(args.models) / name, args.out, cfg.opset)
-        diff = parity(Path(args.models) / name, out, Path(args.store), Path(args.split))
+        out = Path(args.out)
+        out.unlink(missing_ok=True)  # a failed check must not leave an earlier export in its place
+        diff = export_checked(
+            Path(args.models) / name, out, Path(args.store), Path(args.split), cfg.opset, cfg.parity_tolerance
+        )
         result = {"run": name, "tasks": tasks, "chosen_by": f"validation {metric}", **diff}
         write_json(result, args.metrics)
         tracker.log_metrics(diff)

@@ -76,3 +76,35 @@ def test_predict_accepts_the_onnx_file(tmp_path, pipeline, crops) -> None:
         rows[model.name] = [json.loads(line) for line in out.read_text().splitlines()]
     for a, b in zip(rows[run.name], rows["model.onnx"], strict=True):
         assert a["gender"] == b["gender"] and abs(a["age"] - b["age"]) < 0.05
+
+
+def test_export_stage_fails_and_leaves_no_onnx_when_parity_fails(tmp_path, pipeline, monkeypatch) -> None:
+    """A graph that does not compute what the checkpoint does (here: another seed's network
+    exported in its place) fails the stage; neither it nor an earlier export is left at --out."""
+    from faceattr import export
+
+    from .conftest import load_stage
+
+    out = tmp_path / "export" / "model.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+    chosen = json.loads((pipeline["metrics"] / "export.json").read_text())["run"]
+    impostor = chosen[: -len("-s0")] + ("-s1" if chosen.endswith("-s0") else "-s0")  # same heads, other weights
+    assert (pipeline["models"] / "finetune" / impostor).is_dir()
+    real = export.export_onnx
+    monkeypatch.setattr(
+        export, "export_onnx", lambda path, dest, opset=18: real(pipeline["models"] / "finetune" / impostor, dest, opset)
+    )
+    argv = [
+        "--params", str(pipeline["params"]),
+        "--evaluation", str(pipeline["metrics"] / "evaluate.json"),
+        "--models", str(pipeline["models"] / "finetune"),
+        "--store", str(pipeline["store"]),
+        "--split", str(pipeline["split.csv"]),
+        "--out", str(out),
+        "--metrics", str(tmp_path / "export.json"),
+    ]  # fmt: skip
+    with pytest.raises(export.ParityError, match=r"differs from PyTorch by .* \(export\.parity_tolerance"):
+        load_stage("export").main(argv)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    assert not (tmp_path / "export.json").exists()

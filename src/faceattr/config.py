@@ -442,6 +442,7 @@ class ReportConfig:
 class ExportConfig:
     tasks: str = "auto"  # task set whose validation-best run is exported, e.g. gender+age+landmarks; auto: the largest
     opset: int = 18
+    parity_tolerance: float = 1e-3  # largest |ONNX Runtime - PyTorch| of any raw head output; above it the stage fails
 
     def __post_init__(self) -> None:
         if self.tasks != "auto" and any(t not in TASKS for t in self.tasks.split("+")):

@@ -70,6 +70,30 @@ def export_onnx(model_path: str | Path, out: str | Path, opset: int = 18) -> Pat
     return out
 
 
+class ParityError(ValueError):
+    """The exported graph does not compute what the checkpoint does."""
+
+
+def export_checked(
+    model_path: str | Path, out: str | Path, store: Path, split_file: Path, opset: int, tolerance: float
+) -> dict:
+    """Export, then check ONNX Runtime against PyTorch on test crops before ``out`` appears: a
+    graph whose outputs differ by more than ``tolerance`` is removed and the stage fails."""
+    out = Path(out)
+    candidate = export_onnx(model_path, out.with_name(f".{out.name}.unchecked.onnx"), opset)
+    try:
+        diff = parity(model_path, candidate, store, split_file)
+        if not diff["parity_max_abs_diff"] <= tolerance:
+            raise ParityError(
+                f"the ONNX export of '{model_path}' differs from PyTorch by {diff['parity_max_abs_diff']:.3g} on "
+                f"{diff['parity_images']} test crops (export.parity_tolerance {tolerance:g}); no {out} was written"
+            )
+        candidate.replace(out)
+    finally:
+        candidate.unlink(missing_ok=True)
+    return diff
+
+
 def parity(model_path: str | Path, onnx_file: str | Path, store: Path, split_file: Path, images: int = 16) -> dict:
     """Largest absolute difference of every head's raw output, ONNX Runtime against PyTorch, on the
     first ``images`` test crops (batch of all of them, and of one)."""
