@@ -93,7 +93,9 @@ def test_export_stage_fails_and_leaves_no_onnx_when_parity_fails(tmp_path, pipel
     assert (pipeline["models"] / "finetune" / impostor).is_dir()
     real = export.export_onnx
     monkeypatch.setattr(
-        export, "export_onnx", lambda path, dest, opset=18: real(pipeline["models"] / "finetune" / impostor, dest, opset)
+        export,
+        "export_onnx",
+        lambda path, dest, opset=18: real(pipeline["models"] / "finetune" / impostor, dest, opset),
     )
     argv = [
         "--params", str(pipeline["params"]),

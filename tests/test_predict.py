@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from faceattr.cli import main
@@ -98,16 +99,69 @@ def test_landmarks_are_mtcnns_own_on_grace_hopper(tmp_path, hopper, model_dir) -
     assert row["status"] == "ok" and row["gender"] in ("female", "male") and float(row["age"]) > 0
 
 
-def test_aligned_crops_skip_detection(tmp_path, pipeline, model_dir) -> None:
+def test_aligned_chips_are_cut_as_training_cut_them(tmp_path, pipeline, model_dir) -> None:
+    """`--aligned` takes a chip's largest centred square, as the align stage does (it squashed a
+    non-square chip): a store crop padded to a wider chip predicts what the crop itself predicts,
+    and both what the model says of the store crop directly."""
     faces = np.load(pipeline["store"] / "faces.npy")[:3]
+    rng = np.random.default_rng(0)
     for i, crop in enumerate(faces):
         Image.fromarray(crop).save(tmp_path / f"crop{i}.png")
-    out = tmp_path / "rows.jsonl"
-    assert (
-        main(["predict", str(tmp_path / "crop*.png"), "--aligned", "--model", str(model_dir), "--out", str(out)]) == 0
+        pad = rng.integers(0, 255, (crop.shape[0], 6, 3), dtype=np.uint8)  # wider chip: noise either side
+        Image.fromarray(np.concatenate([pad, crop, pad], 1)).save(tmp_path / f"wide{i}.png")
+    rows = {}
+    for kind in ("crop", "wide"):
+        out = tmp_path / f"{kind}.jsonl"
+        argv = ["predict", str(tmp_path / f"{kind}*.png"), "--aligned", "--model", str(model_dir), "--out", str(out)]
+        assert main(argv) == 0
+        rows[kind] = [json.loads(line) for line in out.read_text().splitlines()]
+    direct = load_model(model_dir).decode(faces)
+    for i, (a, b) in enumerate(zip(rows["crop"], rows["wide"], strict=True)):
+        assert a["status"] == b["status"] == "ok" and "box" not in a
+        assert a["p_female"] == b["p_female"] and a["age"] == b["age"], f"chip {i} cut differently"
+        assert a["age"] == pytest.approx(float(direct["age"][i]), abs=0.01)
+
+
+def test_the_checkpoint_records_the_training_geometry_and_predict_follows_it(tmp_path, pipeline) -> None:
+    """A model trained on edge-filled, own-crop (resize) crops: its meta holds the fill and crop
+    kind, predict fills with edge by default (it used its CLI default, black), and the template
+    points are the mean landmarks of the training rows, not of the whole store (test rows too)."""
+    import dataclasses
+    import shutil
+
+    from faceattr.config import FinetuneConfig, load_section
+    from faceattr.predict import Model, Predictor
+    from faceattr.train.data import load_split
+    from faceattr.train.finetune import finetune
+    from faceattr.variants import parse_variant
+
+    store = tmp_path / "store"
+    shutil.copytree(pipeline["store"], store)
+    (store / "geometry.json").write_text(
+        json.dumps({"size": 32, "scale": 1.0, "fill": "edge", "crop": "resize", "template_points": [[0.5, 0.5]] * 5})
+    )  # the align stage's all-rows mean, here deliberately not the training rows'
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=1))
+    model, meta, _ = finetune(
+        parse_variant("face_resnet18-none-gender+age+landmarks"),
+        cfg,
+        seed=0,
+        store=store,
+        split_file=pipeline["split.csv"],
+        identity_checkpoint=None,
+        device=torch.device("cpu"),
+        resume_path=None,
+        on_epoch=lambda row: None,
     )
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["status"] for r in rows] == ["ok"] * 3 and all("box" not in r for r in rows)
+    train = load_split(store, pipeline["split.csv"], ("train",))
+    expected = (train.landmarks.double().mean(0) / 32).numpy()
+    assert meta["geometry"]["fill"] == "edge" and meta["geometry"]["crop"] == "resize"
+    np.testing.assert_allclose(np.array(meta["template_points"]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(meta["geometry"]["template_points"]), expected, atol=1e-5)
+    predictor = Predictor(Model(json.loads(json.dumps(meta)), torch_model=model.eval()))
+    assert predictor.fill == "edge"
+    np.testing.assert_allclose(np.array(predictor.points), expected, atol=1e-5)
+    assert Predictor(Model(json.loads(json.dumps(meta)), torch_model=model.eval()), fill="black").fill == "black"
 
 
 def test_inputs_and_models_that_do_not_exist(tmp_path, model_dir, capsys) -> None:

@@ -97,9 +97,10 @@ def test_people_shared_across_data_sets_only_through_a_declared_map(tmp_path) ->
     mapping = read_identity_map(path, "lfw", "celeba")
     cfg = SplitConfig(identity_map=str(path))
     result = split_roles(ids, attrs, cfg, seed=0, sources=("lfw", "celeba"), identity_map=mapping)
-    assert result.metrics["shared_identities"] == 2 and "declared in map.csv: 2 people" in result.metrics[
-        "identity_mapping"
-    ]
+    assert (
+        result.metrics["shared_identities"] == 2
+        and "declared in map.csv: 2 people" in result.metrics["identity_mapping"]
+    )
     pre, fin = _used_people(ids, result.pretrain), _used_people(attrs, result.finetune)
     for p_name, f_name in (("n3", "3"), ("n7", "7")):
         assert (p_name in pre) != (f_name in fin), "each shared person in exactly one role"

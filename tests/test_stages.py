@@ -455,3 +455,20 @@ def test_finetune_stage_wants_all_or_one_run(pipeline, tmp_path, extra, capsys) 
         load_stage("finetune_multitask").main(argv)
     assert err.value.code == 2 and "give either --all, or both --variant and --seed" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_prediction_csvs_name_each_test_image_by_store_row_and_path(pipeline) -> None:
+    """A reviewer looks up a prediction's image: its `index` is the store row (faces.npy and
+    labels.csv), its `path` the image's path there, and the labels beside it are that row's."""
+    import pandas as pd
+
+    labels = pd.read_csv(pipeline["store"] / "labels.csv")
+    split = pd.read_csv(pipeline["split.csv"])
+    test_rows = sorted(split.loc[split["split"] == "test", "index"])
+    pred = pd.read_csv(pipeline["predictions"] / f"{TINY_VARIANTS[0]}-s0.csv")
+    assert list(pred.columns[:2]) == ["index", "path"]
+    assert sorted(pred["index"]) == test_rows
+    assert (pred["path"].to_numpy() == labels.loc[pred["index"], "path"].to_numpy()).all()
+    np.testing.assert_allclose(pred["true_age"], labels.loc[pred["index"], "age"].to_numpy())
+    np.testing.assert_array_equal(pred["true_gender"], labels.loc[pred["index"], "gender"].to_numpy())
+    assert not np.allclose(pred["age"], pred["true_age"]), "the predicted age is its own column"

@@ -254,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument(
         "--fill",
         choices=["black", "edge", "reflect"],
-        default="black",
-        help="crop pixels outside the photo (default black, as align.fill; edge suits tight chips for models "
-        "trained on uncropped photos)",
+        default=None,
+        help="crop pixels outside the photo (default: the fill the model's training crops were cut with, "
+        "from its checkpoint)",
     )
     pred.set_defaults(func=_predict)
     exp = sub.add_parser("export", help="write a fine-tuned run as ONNX (trunk and all heads, dynamic batch)")

@@ -143,7 +143,7 @@ def baseline_metrics(train: FaceTensors, data: FaceTensors, cs_threshold: float)
         out[f"age_cs{cs_threshold:g}"] = float((err <= cs_threshold).float().mean())
     lm = data.landmarks[torch.isfinite(data.landmarks).flatten(1).all(1)]
     if len(lm):
-        tpl = torch.tensor(data.template(), dtype=torch.float32)
+        tpl = torch.tensor(train.template(), dtype=torch.float32)  # the template training aligned to
         out["landmark_nme"] = nme(tpl.expand_as(lm), lm)
     if train.attributes is not None and data.attributes is not None and data.attributes.shape[1]:
         majority = (torch.nanmean(train.attributes, 0) >= 0.5).float()
@@ -435,12 +435,20 @@ def data_efficiency(stats: Mapping[str, Mapping[str, Any]], names: Sequence[str]
 
 
 def save_predictions(runs: Variants, data: FaceTensors, directory: Path) -> None:
-    """One CSV per run: the test image's store row, its labels and the run's predictions."""
+    """One CSV per run: each test image's store row (``index`` in faces.npy / labels.csv) and
+    its path in the data set, so a reviewer can look the image up, its labels (``true_gender``,
+    ``true_age``: they were written as ``gender``/``age`` and the predicted age overwrote the
+    label) and the run's predictions."""
     for name, by_seed in runs.predictions.items():
         for seed, pred in by_seed.items():
             rows = []
             for i in range(len(data)):
-                row: dict[str, Any] = {"gender": int(data.gender[i]), "age": float(data.age[i])}
+                row: dict[str, Any] = {
+                    "index": data.rows[i] if data.rows else "",
+                    "path": data.paths[i] if data.paths else "",
+                    "true_gender": int(data.gender[i]),  # labels: "age" below is the prediction
+                    "true_age": float(data.age[i]),
+                }
                 for k, v in pred.items():
                     if v.ndim == 1:
                         row[k] = round(float(v[i]), 5)
@@ -500,7 +508,7 @@ def evaluate_variants(
     ``half``: networks run under bf16 autocast (as ``finetune_multitask.accel.precision`` resolves
     on this machine), decoding and metrics in fp32."""
     data = {s: load_split(store, split_file, (s,)) for s in SPLITS}
-    train = load_split(store, split_file, ("train",))
+    train = load_split(store, split_file, ("train",)).with_own_template()  # as finetune aligned to
     test = data["test"]
     results: dict[str, Any] = {
         "images": {s: len(d) for s, d in data.items()},

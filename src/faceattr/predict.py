@@ -14,7 +14,7 @@ import glob
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from faceattr.data.align import Detection, MTCNNDetector, align_face
+from faceattr.data.align import Detection, MTCNNDetector, align_face, resize_face
 from faceattr.data.aligning import load_image
 from faceattr.export import ONNX_META_KEY
 from faceattr.train.data import LabelCodec, to_input
@@ -181,6 +181,17 @@ def decode_image(value: str) -> Image.Image:
         raise ValueError(f"base64 data is not an image ({type(err).__name__})") from None
 
 
+def training_geometry(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """How the model's training crops were cut (its checkpoint meta's ``geometry``); checkpoints
+    written before it was recorded give what they recorded: scale and points, black fill."""
+    geometry = dict(meta.get("geometry") or {})
+    geometry.setdefault("scale", float(meta.get("template_scale", 1.0)))
+    geometry.setdefault("template_points", meta.get("template_points"))
+    geometry.setdefault("fill", "black")
+    geometry.setdefault("crop", "resize" if geometry["template_points"] is not None else "template")
+    return geometry
+
+
 class Predictor:
     """Detect, align and predict; ``rows`` yields one dict per face (or per failed input)."""
 
@@ -193,20 +204,22 @@ class Predictor:
         detect_max_side: int = 640,
         batch_size: int = 32,
         aligned: bool = False,
-        fill: str = "black",
+        fill: str | None = None,
         retry_rotated: bool = False,
     ) -> None:
-        self.model, self.batch_size, self.aligned, self.fill = model, batch_size, aligned, fill
+        geometry = training_geometry(model.meta)
+        self.model, self.batch_size, self.aligned = model, batch_size, aligned
+        self.fill = fill or str(geometry["fill"])  # the training crops' fill unless the user chose one
         self.size = int(model.meta["input_size"])
-        self.scale = float(model.meta.get("template_scale", 1.0))
-        self.points = model.meta.get("template_points")  # align.crop resize: the training crops' mean landmarks
+        self.scale = float(geometry["scale"])
+        self.points = geometry["template_points"]  # align.crop resize: the training crops' mean landmarks
         self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side, retry_rotated)
         self.min_probability = min_probability
 
     def faces(self, path: str, image: Image.Image) -> tuple[list[Face], str | None]:
         """The aligned faces of one image, or why there are none."""
-        if self.aligned:
-            crop = np.asarray(image.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        if self.aligned:  # as the align stage keeps a chip: its largest centred square, resized
+            crop = resize_face(image, np.zeros((5, 2)), self.size).crop
             return [Face(path, 0, None, crop)], None
         found = [d for d in self.detector.detect_all([image])[0] if d.probability >= self.min_probability]
         if not found:
@@ -345,7 +358,7 @@ def run(
     detect_max_side: int,
     progress: bool = True,
     retry_rotated: bool = False,
-    fill: str = "black",
+    fill: str | None = None,
 ) -> tuple[int, int, int]:
     """``faceattr predict``: write the rows; returns (faces, images without a face, unreadable)."""
     import csv

@@ -174,7 +174,9 @@ def read_identity_map(path: str | Path, pretrain_source: str, finetune_source: s
     table = pd.read_csv(path, dtype="string")
     missing = {"pretrain", "finetune"} - set(table.columns)
     if missing:
-        raise ValueError(f"split.identity_map '{path}' lacks the column(s) {sorted(missing)}: it needs pretrain,finetune")
+        raise ValueError(
+            f"split.identity_map '{path}' lacks the column(s) {sorted(missing)}: it needs pretrain,finetune"
+        )
     table = table.dropna(subset=["pretrain", "finetune"])
     if table["finetune"].duplicated().any():
         dup = table.loc[table["finetune"].duplicated(), "finetune"].iloc[0]

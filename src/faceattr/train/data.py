@@ -48,7 +48,10 @@ class FaceTensors:
     race: torch.Tensor | None = None  # int64 (N,), -1 when unknown
     template_scale: float = 1.0  # the align stage's template scale (``template(size, scale)``)
     template_points: tuple[tuple[float, float], ...] | None = None  # align.crop resize: mean landmarks / size
+    fill: str = "black"  # the align stage's border fill (align.fill)
+    crop: str = "template"  # the align stage's crop kind (align.crop): template | resize
     paths: tuple[str, ...] = ()  # each row's image path in its data set
+    rows: tuple[int, ...] = ()  # each row's index in the store (faces.npy, labels.csv)
     groups: tuple[str, ...] = ()  # each row's cluster: its person, else its byte-identical group
     group_unit: str = "image"  # what a cluster is: person | byte-identical image group | image
 
@@ -62,6 +65,31 @@ class FaceTensors:
     def template(self) -> np.ndarray:
         """The five points these crops were aligned to, in crop pixels (``crop_template``)."""
         return crop_template(self.size, self.template_scale, self.template_points)
+
+    def geometry(self) -> dict[str, Any]:
+        """How these crops were cut, as a checkpoint's meta records it, so that ``predict`` cuts a
+        new photo the same way: size, template scale, border fill, crop kind and (crop resize)
+        the mean landmarks a new photo is aligned to."""
+        points = None if self.template_points is None else [list(p) for p in self.template_points]
+        return {
+            "size": self.size,
+            "scale": self.template_scale,
+            "fill": self.fill,
+            "crop": self.crop,
+            "template_points": points,
+        }
+
+    def with_own_template(self) -> FaceTensors:
+        """For ``align.crop: resize``: the template points as the mean landmarks of these rows
+        (the training pool's), not of the whole store, whose test rows must not shape training."""
+        if self.crop != "resize" or self.template_points is None:
+            return self
+        lm = self.landmarks.double()
+        known = torch.isfinite(lm).flatten(1).all(1)
+        if not known.any():
+            return self
+        mean = (lm[known].mean(0) / self.size).tolist()
+        return replace(self, template_points=tuple((round(x, 6), round(y, 6)) for x, y in mean))
 
 
 def read_split_file(path: str | Path) -> pd.DataFrame:
@@ -107,7 +135,10 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         race=torch.from_numpy(race),
         template_scale=float(geometry.get("scale", 1.0)),
         template_points=_points(geometry.get("template_points")),
+        fill=str(geometry.get("fill", "black")),
+        crop=str(geometry.get("crop", "template")),
         paths=tuple(sub["path"]),
+        rows=tuple(int(r) for r in rows),
         groups=tuple(group_keys(sub)),
         group_unit=cluster_unit(sub),
     )
@@ -141,6 +172,7 @@ def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
         attributes=None if data.attributes is None else data.attributes[rows],
         race=None if data.race is None else data.race[rows],
         paths=tuple(data.paths[i] for i in rows.tolist()) if data.paths else (),
+        rows=tuple(data.rows[i] for i in rows.tolist()) if data.rows else (),
         groups=tuple(data.groups[i] for i in rows.tolist()) if data.groups else (),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -298,10 +298,10 @@ def finetune(
     """
     torch.manual_seed(seed)
     with phase("data loading"):
-        full = load_split(store, split_file, ("train",))
+        full = load_split(store, split_file, ("train",)).with_own_template()  # crop resize: train rows' mean
         check_task_labels(variant, full)
         train = subset(full, variant.fraction, seed)
-        val = load_split(store, split_file, ("val",))
+        val = replace(load_split(store, split_file, ("val",)), template_points=full.template_points)
     codec = LabelCodec.fit(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
     )
@@ -343,6 +343,7 @@ def finetune(
         "template": train.template().tolist(),
         "template_scale": train.template_scale,
         "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
+        "geometry": full.geometry(),  # how the crops were cut: predict cuts a new photo the same way
         "age_mean": codec.age_mean,
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,

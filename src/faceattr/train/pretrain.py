@@ -214,7 +214,7 @@ def pretrain_identity(
     (``meta["pair_list"]``); the split stage has kept the list's people out of training.
     """
     torch.manual_seed(seed)
-    train = load_split(store, split_file, ("pretrain",))
+    train = load_split(store, split_file, ("pretrain",)).with_own_template()  # crop resize: its own rows' mean
     held = load_split(store, split_file, ("verify",))
     pairs = make_pairs(held.identity.numpy(), cfg.verify_folds, cfg.verify_pairs_per_fold, seed)
     train = for_device(train, device)
@@ -252,6 +252,7 @@ def pretrain_identity(
         "template": train.template().tolist(),
         "template_scale": train.template_scale,
         "template_points": train.template_points,  # align.crop resize: what predict aligns a new photo to
+        "geometry": train.geometry(),
         "identities": len(train.identity_names),
         "images": len(train),
         "verify_pairs": len(pairs["same"]),
