@@ -628,7 +628,8 @@ def protocol_paragraph(
     return (
         f"**Data and protocol.** Identity pretraining on `{pre['dataset']}` (source `{pre['source']}`, {people} "
         f"people); fine-tuning and test on `{fin['dataset']}` (source `{fin['source']}`): split {grouping}, "
-        f"{how}; no person is in both roles{_mapping(split)}. {n['test']} test and {n['val']} validation images. Every cell is "
+        f"{how}; no person is in both roles{_mapping(split)}. {n['test']} test and {n['val']} validation images. "
+        "Every cell is "
         f"**mean ± std over {len(seeds)} seeds** ({', '.join(map(str, seeds))}; sample std) "
         f"**[{proto['confidence']:.0%} CI]**, {_interval_text(proto)}. Seeds vary initialisation, batch order and "
         "augmentation; split and identity pretraining are fixed. Metrics: gender accuracy, age MAE (years), landmark "
