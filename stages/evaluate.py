@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 Path(args.predictions),
                 half,
             )
+            results["protocol"]["fraction_budget"] = ft.fraction_budget  # what a data-efficiency point varies
             write_json(results, args.out)
             summary = summarise_results(results)
         write_json(summary, args.summary)

@@ -56,6 +56,106 @@ def test_two_process_gradients_equal_one_process(tmp_path) -> None:
         torch.testing.assert_close(ddp[name], p.grad, atol=1e-6, rtol=1e-4, msg=f"gradient of {name}")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_train(rank: int, world: int, port: int, pipeline: dict, out_dir: str) -> None:
+    """One torchrun-like rank: fine-tune an uncertainty-weighted variant and pretrain a trunk with
+    its margin head, keeping every trained module's final parameters, history and step count."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from faceattr.config import FinetuneConfig, PretrainIdentityConfig, load_section
+    from faceattr.distributed import init_distributed
+    from faceattr.train import finetune as ft
+    from faceattr.train import pretrain as pt
+    from faceattr.variants import parse_variant
+
+    init_distributed()
+    captured = {}
+
+    def keep(module, name):
+        real = module.fit
+
+        def fit(**kw):
+            history = real(**kw)
+            state = kw["optimizer"].state_dict()["state"]
+            captured[name] = {
+                "params": {
+                    n: {k: p.detach().clone() for k, p in m.named_parameters()} for n, m in kw["modules"].items()
+                },
+                "history": history,
+                "steps": int(next(iter(state.values()))["step"]),
+            }
+            return history
+
+        module.fit = fit
+
+    keep(ft, "finetune")
+    keep(pt, "pretrain")
+    cpu = torch.device("cpu")
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    ft.finetune(
+        parse_variant("face_resnet18-none-gender+age+landmarks-uw"),
+        cfg,
+        seed=0,
+        store=pipeline["store"],
+        split_file=pipeline["split.csv"],
+        identity_checkpoint=None,
+        device=cpu,
+        resume_path=None,
+        on_epoch=lambda row: None,
+    )
+    pt.pretrain_identity(
+        load_section(pipeline["params"], "pretrain_identity", PretrainIdentityConfig),
+        seed=0,
+        store=pipeline["store"].parent / "pretrain",
+        split_file=pipeline["splits"] / "pretrain.csv",
+        device=cpu,
+        resume_path=None,
+        on_epoch=lambda row: None,
+    )
+    torch.save(captured, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_end_with_equal_weights_of_every_module_and_a_finished_schedule(pipeline, tmp_path) -> None:
+    """DDP wrapped only the trunk/model: the margin head and the uncertainty weights got no averaged
+    gradients and drifted apart per rank, and the schedule counted the whole set's steps while a
+    rank ran half of them, so the learning rate never reached its end. Now every trained
+    parameter is under DDP and the steps are counted per shard."""
+    import pandas as pd
+
+    from faceattr.config import FinetuneConfig, PretrainIdentityConfig, load_section
+    from faceattr.train.loop import lr_at
+
+    paths = {k: v for k, v in pipeline.items() if k in ("params", "store", "split.csv", "splits")}
+    mp.spawn(_rank_train, args=(2, _free_port(), paths, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    sections = {"finetune": ("finetune_multitask", FinetuneConfig, pipeline["split.csv"], "train"),
+                "pretrain": ("pretrain_identity", PretrainIdentityConfig, pipeline["splits"] / "pretrain.csv",
+                             "pretrain")}  # fmt: skip
+    for run, (section, kind, split_file, pool) in sections.items():
+        a, b = ranks[0][run], ranks[1][run]
+        assert set(a["params"]) == ({"model", "weighting"} if run == "finetune" else {"trunk", "head"})
+        for module, params in a["params"].items():
+            for name, value in params.items():
+                assert torch.equal(value, b["params"][module][name]), f"{run}: {module}.{name} differs across ranks"
+        optim = load_section(pipeline["params"], section, kind).optim
+        rows = int((pd.read_csv(split_file)["split"] == pool).sum())
+        per_rank = -(-(rows // 2) // optim.batch_size)
+        total = per_rank * optim.epochs
+        assert a["steps"] == b["steps"] == total, run
+        warmup = int(optim.warmup_epochs * per_rank)
+        assert a["history"][-1]["lr"] == pytest.approx(lr_at(total - 1, total, warmup, optim)), f"{run}: schedule"
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not (ROOT / ".venv/bin/torchrun").exists(), reason="torchrun not installed"
 )

@@ -16,7 +16,7 @@ import yaml
 from faceattr.config import ConfigError, FinetuneConfig, load_section
 from faceattr.models.checkpoint import load_checkpoint
 from faceattr.train.finetune import finetune, run_key
-from faceattr.train.loop import bf16
+from faceattr.train.loop import bf16, lr_at
 from faceattr.variants import parse_variant
 
 from .conftest import ROOT, TINY_SEEDS, TINY_VARIANTS, load_stage, run_pipeline, tiny_params, training_argv
@@ -472,3 +472,36 @@ def test_prediction_csvs_name_each_test_image_by_store_row_and_path(pipeline) ->
     np.testing.assert_allclose(pred["true_age"], labels.loc[pred["index"], "age"].to_numpy())
     np.testing.assert_array_equal(pred["true_gender"], labels.loc[pred["index"], "gender"].to_numpy())
     assert not np.allclose(pred["age"], pred["true_age"]), "the predicted age is its own column"
+
+
+def _optimizer_steps(state_path) -> int:
+    """How many steps AdamW took, from a resume state's optimizer moments."""
+    state = torch.load(state_path, weights_only=True)["optimizer"]["state"]
+    return int(next(iter(state.values()))["step"])
+
+
+def test_data_efficiency_holds_the_optimizer_steps_constant_by_default(pipeline, tmp_path) -> None:
+    """With fixed epochs 50 % of the images is also about 50 % of the steps (the README read that
+    gap as a data effect). `fraction_budget: steps` (the default) gives a fraction the steps of
+    the whole training pool; `epochs` keeps the old behaviour."""
+    cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
+    assert cfg.fraction_budget == "steps"
+    common = {**_finetune_inputs(pipeline), "on_epoch": lambda row: None}
+    steps = {}
+    for name, variant, budget in (
+        ("full", "face_resnet18-identity-gender+age+landmarks", "steps"),
+        ("frac", "face_resnet18-identity-gender+age+landmarks-frac50", "steps"),
+        ("frac_epochs", "face_resnet18-identity-gender+age+landmarks-frac50", "epochs"),
+    ):
+        state = tmp_path / f"{name}.pt"
+        _, meta, history = finetune(
+            parse_variant(variant), dataclasses.replace(cfg, fraction_budget=budget), resume_path=state, **common
+        )
+        steps[name] = _optimizer_steps(state)
+        total = steps[name]  # the schedule reaches its last step: lr_at(total - 1) at the end
+        warmup = int(cfg.optim.warmup_epochs * total / cfg.optim.epochs)
+        assert history[-1]["lr"] == pytest.approx(lr_at(total - 1, total, warmup, cfg.optim)), name
+    pool = 48  # the tiny split's training images
+    per_epoch = -(-pool // cfg.optim.batch_size)
+    assert steps["full"] == steps["frac"] == per_epoch * cfg.optim.epochs
+    assert steps["frac_epochs"] == -(-(pool // 2) // cfg.optim.batch_size) * cfg.optim.epochs < steps["frac"]

@@ -395,6 +395,9 @@ class FinetuneConfig:
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
     accel: AccelConfig = AccelConfig()
+    # frac<P> variants: steps (every fraction takes the optimizer steps of the whole training pool,
+    # so a curve measures data, not steps) | epochs (the same epochs over fewer images: fewer steps)
+    fraction_budget: Literal["steps", "epochs"] = "steps"
 
     def __post_init__(self) -> None:
         if set(self.loss_weights) != set(TASKS):

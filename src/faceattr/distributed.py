@@ -2,8 +2,15 @@
 
 ``torchrun --nproc_per_node N stages/finetune_multitask.py ...`` starts N processes with RANK,
 WORLD_SIZE and LOCAL_RANK set. Each takes a disjoint shard of every epoch's shuffled order,
-DDP averages the gradients, and only rank 0 writes outputs, resume states and MLflow runs.
-Without those variables everything runs in one process, as before.
+DDP averages the gradients of every trained parameter (the training objective, trunk with its
+heads, margin head or learned loss weights, is the wrapped module), and only rank 0 writes
+outputs, resume states and MLflow runs. Without those variables everything runs in one process.
+
+How the recipe scales with N: ``optim.batch_size`` is per process, so the global batch is
+N × batch_size and an epoch takes 1/N of the optimizer steps (the schedule counts the steps of
+this rank's shard: warm-up and cosine decay end where they do on one process). The learning rate
+is not scaled: with N processes the same ``optim.lr`` meets N times larger batches; the linear
+scaling rule (lr × N) is the usual starting point, set by the user in params.
 """
 
 from __future__ import annotations

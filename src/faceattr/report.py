@@ -487,8 +487,18 @@ def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, 
                 )
     width = max(len(r) for r in rows)
     rows = [r + [""] * (width - len(r)) for r in rows]
+    budget = ev["protocol"].get("fraction_budget")
+    how = {
+        "steps": "Every fraction trained for the optimizer steps of the whole training pool (cycling through its "
+        "images; `finetune_multitask.fraction_budget: steps`), so the curve varies the data, not the optimisation.",
+        "epochs": "Every fraction trained for the same epochs over its images (`finetune_multitask.fraction_budget: "
+        "epochs`), so P % of the images also had P % of the optimizer steps: the curve mixes less data with "
+        "less training.",
+    }.get(budget, "How many optimizer steps each fraction took is not recorded in this evaluation.")
     return [
         "## Data efficiency (metric vs share of labelled training images)",
+        "",
+        how,
         "",
         _link(fig, out_md),
         "",

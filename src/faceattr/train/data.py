@@ -194,6 +194,24 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
     yield from order.split(batch_size)
 
 
+def epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, steps: int | None = None
+) -> Iterator[torch.Tensor]:
+    """One epoch's shuffled batches of ``n`` rows (this rank's shard), or exactly ``steps`` of
+    them drawn from successive shuffled passes: a small subset trained for the steps of a whole
+    set (``fraction_budget: steps``). With ``steps`` equal to one pass's batches it is that pass."""
+    if steps is None:
+        yield from batch_indices(n, batch_size, generator)
+        return
+    made = 0
+    while made < steps:
+        for idx in batch_indices(n, batch_size, generator):
+            yield idx
+            made += 1
+            if made == steps:
+                return
+
+
 def to_input(
     images: torch.Tensor,
     device: torch.device,

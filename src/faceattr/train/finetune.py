@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
+from faceattr.distributed import current
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone
@@ -25,6 +26,7 @@ from faceattr.train.data import (
     LabelCodec,
     augment,
     batch_indices,
+    epoch_batches,
     for_device,
     load_split,
     subset,
@@ -42,6 +44,7 @@ from faceattr.train.loop import (
     prepare,
     recipe,
     seed_epoch,
+    steps_per_epoch,
     store_files,
 )
 from faceattr.train.losses import LossWeighting, multitask_loss
@@ -167,36 +170,68 @@ class Batches:
         return self.codec.encode(d.gender[idx].to(dev), d.age[idx].to(dev), landmarks, attrs)
 
 
+class MultitaskObjective(nn.Module):
+    """The model and, with uncertainty weighting, the learned loss weights as one module whose
+    forward returns the loss dict: every trained parameter sits under DistributedDataParallel and
+    gets averaged gradients (the weights' log-variances drifted apart per rank when only the
+    model was wrapped). The network runs under bf16 autocast where ``half``, the losses in fp32."""
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        weighting: dict[str, float] | LossWeighting,
+        age_head: str,
+        age_cfg: AgeHeadConfig,
+        half: bool,
+    ) -> None:
+        super().__init__()
+        self.model, self.age_head, self.age_cfg, self.half = model, age_head, age_cfg, half
+        if isinstance(weighting, LossWeighting):
+            self.weighting: dict[str, float] | LossWeighting = weighting  # a submodule: trained, under DDP
+        else:
+            self.fixed = dict(weighting)
+
+    @property
+    def weights(self) -> dict[str, float] | LossWeighting:
+        return self.weighting if hasattr(self, "weighting") else self.fixed
+
+    def forward(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.half):
+            outputs = self.model(x)
+        return multitask_loss(outputs, targets, self.weights, self.age_head, self.age_cfg)
+
+
 def train_one_epoch(
-    model: nn.Module,
+    net: nn.Module,
     optimizer: torch.optim.Optimizer,
     b: Batches,
     optim: OptimConfig,
     aug: AugmentConfig,
-    weighting: dict[str, float] | LossWeighting,
     epoch: int,
     seed: int,
+    steps: int | None = None,
 ) -> dict[str, float]:
-    """One epoch of masked multi-task training; returns the mean of each loss term."""
-    model.train()
+    """One epoch of masked multi-task training of ``net`` (the possibly DDP-wrapped
+    ``MultitaskObjective``); returns the mean of each loss term and the last learning rate.
+    ``steps``: the epoch's optimizer steps on this rank (default: one pass over this rank's shard
+    of the data); the schedule spans ``steps × epochs``."""
+    net.train()
     generator = seed_epoch(seed, epoch)
-    steps_per_epoch = -(-len(b.data) // optim.batch_size)
-    total, warmup = steps_per_epoch * optim.epochs, int(optim.warmup_epochs * steps_per_epoch)
+    per_epoch = steps if steps is not None else steps_per_epoch(len(b.data), optim.batch_size, current().world)
+    total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     sums: dict[str, torch.Tensor] = {}
-    count = 0
-    for i, idx in enumerate(batch_indices(len(b.data), optim.batch_size, generator)):
+    count, lr = 0, float("nan")
+    for i, idx in enumerate(epoch_batches(len(b.data), optim.batch_size, generator, steps)):
         if len(idx) < 2:  # BatchNorm needs two samples
             continue
+        lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
+            group["lr"] = lr
         x = to_input(b.data.images[idx], b.device, b.mean, b.std)
         x, lm = augment(x, b.data.landmarks[idx].to(b.device, non_blocking=True), aug, generator)
         if b.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        targets = b.targets(idx, lm)
-        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
-            outputs = model(x)
-        losses = multitask_loss(outputs, targets, weighting, b.codec.age_head, b.age_cfg)
+        losses = net(x, b.targets(idx, lm))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
@@ -204,6 +239,8 @@ def train_one_epoch(
             sums[k] = sums.get(k, 0) + v.detach()
         count += 1
     row = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
+    row["lr"] = lr  # the last step's: the schedule's end value after the last epoch
+    weighting = getattr(net, "module", net).weights  # DDP keeps the objective as .module
     if isinstance(weighting, LossWeighting):  # where uncertainty weighting has moved the weights
         row.update({f"weight_{t}": w for t, w in weighting.weights().items()})
     return row
@@ -248,6 +285,15 @@ def check_task_labels(variant: Variant, data: FaceTensors) -> None:
                 f"variant '{variant.name}' trains '{task}', but the fine-tuning data (datasets.finetune) has no "
                 f"{task} labels in its training pool; sources with {task} labels: {having}"
             )
+
+
+def epoch_steps(variant: Variant, cfg: FinetuneConfig, pool: int, train: int, world: int) -> int:
+    """Optimizer steps per epoch on each rank. A ``frac<P>`` variant with ``fraction_budget:
+    steps`` takes the steps of the whole training pool (``pool`` images), cycling through its
+    ``train`` images, so a data-efficiency curve compares the same optimisation on less data;
+    with ``epochs`` it takes one pass over its images (P % of the steps)."""
+    rows = pool if variant.fraction < 100 and cfg.fraction_budget == "steps" else train
+    return steps_per_epoch(rows, cfg.optim.batch_size, world)
 
 
 def run_key(
@@ -306,25 +352,28 @@ def finetune(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
     )
     model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
-    net = prepare(model, device, cfg.accel)  # what we call; ``model`` is what we optimise and save
     mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
     cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
     tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head, half) for d in (train, val))
     weighting: dict[str, float] | LossWeighting = dict(cfg.loss_weights)
     modules: dict[str, nn.Module] = {"model": model}
     if variant.uncertainty_weighting:
-        weighting = LossWeighting(variant.tasks).to(device)
+        weighting = LossWeighting(variant.tasks)
         modules["weighting"] = weighting
-    optimizer = make_optimizer(nn.ModuleList(modules.values()), cfg.optim)
+    objective = MultitaskObjective(model, weighting, codec.age_head, cfg.age_head, half)
+    net = prepare(objective, device, cfg.accel)  # what we call: every trained parameter under DDP
+    optimizer = make_optimizer(objective, cfg.optim)
     key = run_key(
         variant, cfg, seed, store=store, split_file=split_file, identity_checkpoint=identity_checkpoint, device=device
     )
+    world = current().world
+    steps = epoch_steps(variant, cfg, len(full), len(train), world)
     history = fit(
         modules=modules,
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
-        train_epoch=lambda e: train_one_epoch(net, optimizer, tb, cfg.optim, cfg.augment, weighting, e, seed),
-        validate=lambda: {f"val_{k}": v for k, v in evaluate(net, vb, EVAL_BATCH_SIZE).items()},
+        train_epoch=lambda e: train_one_epoch(net, optimizer, tb, cfg.optim, cfg.augment, e, seed, steps),
+        validate=lambda: {f"val_{k}": v for k, v in evaluate(model, vb, EVAL_BATCH_SIZE).items()},
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
@@ -336,6 +385,9 @@ def finetune(
         "pretraining": variant.pretraining,
         **model_meta,
         "train_images": len(train),
+        "fraction_budget": cfg.fraction_budget if variant.fraction < 100 else None,
+        "steps_per_epoch": steps,  # on each rank
+        "world_size": world,  # global batch = world_size × optim.batch_size
         "train_images_sha256": hashlib.sha256("\n".join(train.paths).encode()).hexdigest(),
         "input_size": train.size,
         "mean": list(mean),

@@ -34,6 +34,13 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> f
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps of one epoch over ``rows`` on each of ``world`` ranks: each rank takes an
+    equal shard of ``rows // world`` (``faceattr.distributed.shard``) in batches of ``batch_size``,
+    so the global batch is ``world × batch_size`` and an epoch takes 1/world of the steps."""
+    return -(-(rows // world) // batch_size)
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW, as in the first paper (lr 1e-4, weight decay 1e-4 by default)."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -21,6 +21,7 @@ from torch import nn
 from faceattr.config import PretrainIdentityConfig, to_dict
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.data.pairs import read_bin_pairs, read_pair_list
+from faceattr.distributed import current
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import MarginHead
@@ -38,6 +39,7 @@ from faceattr.train.loop import (
     prepare,
     recipe,
     seed_epoch,
+    steps_per_epoch,
     store_files,
 )
 
@@ -156,9 +158,23 @@ def score_pair_list(
     }
 
 
+class IdentityObjective(nn.Module):
+    """Trunk and margin head as one module, so that every trained parameter (the head's class
+    centres too) sits under DistributedDataParallel and gets averaged gradients."""
+
+    def __init__(self, trunk: nn.Module, head: MarginHead, half: bool) -> None:
+        super().__init__()
+        self.trunk, self.head, self.half = trunk, head, half
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Margin logits: the trunk under bf16 autocast where ``half``, the head in fp32."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.half):
+            z = self.trunk(x)
+        return self.head(z.float(), labels)
+
+
 def train_one_epoch(
-    trunk: nn.Module,
-    head: MarginHead,
+    net: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: FaceTensors,
     cfg: PretrainIdentityConfig,
@@ -166,26 +182,28 @@ def train_one_epoch(
     seed: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """One epoch of margin-softmax classification over the pretraining identities."""
-    trunk.train(), head.train()
+    """One epoch of margin-softmax classification over the pretraining identities; ``net`` is the
+    (possibly DDP-wrapped) ``IdentityObjective``."""
+    net.train()
     generator = seed_epoch(seed, epoch)
-    cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
+    cl = nhwc(device, cfg.accel)
     optim = cfg.optim
-    steps_per_epoch = -(-len(data) // optim.batch_size)
-    total, warmup = steps_per_epoch * optim.epochs, int(optim.warmup_epochs * steps_per_epoch)
+    per_epoch = steps_per_epoch(len(data), optim.batch_size, current().world)  # this rank's shard
+    total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     loss_sum, correct, seen, count = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
+    lr = float("nan")
     for i, idx in enumerate(batch_indices(len(data), optim.batch_size, generator)):
         if len(idx) < 2:
             continue
+        lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, optim)
+            group["lr"] = lr
         x = to_input(data.images[idx], device, MEAN, STD)
         x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
-            logits = head(trunk(x).float(), labels)
+        logits = net(x, labels)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,7 +211,7 @@ def train_one_epoch(
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == labels).sum()
         seen, count = seen + len(idx), count + 1
-    return {"train_loss": float(loss_sum) / max(count, 1), "train_id_acc": float(correct) / max(seen, 1)}
+    return {"train_loss": float(loss_sum) / max(count, 1), "train_id_acc": float(correct) / max(seen, 1), "lr": lr}
 
 
 def pretrain_identity(
@@ -223,22 +241,23 @@ def pretrain_identity(
     head = MarginHead(
         cfg.embedding_size, len(train.identity_names), kind=m.head, s=m.s, m1=m.m1, m2=m.m2, m3=m.m3, h=m.h
     ).to(device)
-    net = prepare(trunk, device, cfg.accel)  # what we call; ``trunk`` is what we optimise and save
-    optimizer = make_optimizer(nn.ModuleList([trunk, head]), cfg.optim)
     half = bf16(device, cfg.accel)
+    objective = IdentityObjective(trunk, head, half)
+    net = prepare(objective, device, cfg.accel)  # what we call: trunk and head under DDP together
+    optimizer = make_optimizer(objective, cfg.optim)
     key = fingerprint(recipe(cfg), seed, split_file, *store_files(store), half, code_fingerprint())
     history = fit(
         modules={"trunk": trunk, "head": head},
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
-        train_epoch=lambda e: train_one_epoch(net, head, optimizer, train, cfg, e, seed, device),
-        validate=lambda: verify(net, held.images, pairs, device),
+        train_epoch=lambda e: train_one_epoch(net, optimizer, train, cfg, e, seed, device),
+        validate=lambda: verify(trunk, held.images, pairs, device),
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
         resume_every_s=cfg.accel.resume_every_s,
     )
-    listed = {} if pair_list is None else score_pair_list(net, pair_list, pair_folds, store, train.size, device)
+    listed = {} if pair_list is None else score_pair_list(trunk, pair_list, pair_folds, store, train.size, device)
     meta = {
         "kind": "trunk",
         "pretraining": "identity",
