@@ -494,7 +494,7 @@ def test_data_efficiency_holds_the_optimizer_steps_constant_by_default(pipeline,
         ("frac_epochs", "face_resnet18-identity-gender+age+landmarks-frac50", "epochs"),
     ):
         state = tmp_path / f"{name}.pt"
-        _, meta, history = finetune(
+        _, _, history = finetune(
             parse_variant(variant), dataclasses.replace(cfg, fraction_budget=budget), resume_path=state, **common
         )
         steps[name] = _optimizer_steps(state)
