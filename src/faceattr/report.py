@@ -137,7 +137,9 @@ def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None 
         head = f"- *{c['question']}*, {METRIC_LABEL.get(c['metric'], c['metric'])}: `{c['a']}` vs `{c['b']}`"
         pct, dd = c["metric"] in PERCENT, _dec(c["metric"], d)
         unit = " pp" if pct else ""
-        diff = f"{'+' if c['diff'] >= 0 else ''}{_fmt(c['diff'], dd, pct)}{unit}"
+        text = _fmt(c["diff"], dd, pct)
+        text = text.lstrip("-") if float(text) == 0 else text  # a difference that rounds to 0 has no sign
+        diff = f"{'' if text.startswith('-') else '+'}{text}{unit}"
         ci = f"[{_fmt(c['ci_low'], dd, pct)}, {_fmt(c['ci_high'], dd, pct)}]"
         family = c.get("family", "all comparisons")
         size = c.get("holm_family_size")

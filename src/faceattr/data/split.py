@@ -284,7 +284,7 @@ def split_roles(
             for role, f in frames.items()
         },
         "identity_namespaces": {"pretrain": sources[0], "finetune": sources[1]},
-        "identity_mapping": _mapping_text(sources, identity_map, cfg.identity_map),
+        "identity_mapping": _mapping_text(sources, identity_map, cfg.identity_map, len(shared)),
         "shared_identities": len(shared),
         "shared_given_to_pretraining": len(to_pretrain),
         "pair_list_identities": len(pair_identities),
@@ -296,10 +296,10 @@ def split_roles(
     return RoleSplit(frames["pretrain"], frames["finetune"], metrics)
 
 
-def _mapping_text(sources: tuple[str, str], identity_map: Mapping[str, str] | None, file: str) -> str:
+def _mapping_text(sources: tuple[str, str], identity_map: Mapping[str, str] | None, file: str, shared: int) -> str:
     """How the split knew which people the two roles share, for metrics and the report."""
     if sources[0] == sources[1]:
-        return f"one data set ({sources[0]}) in both roles: its names are its people"
+        return f"both roles are {sources[0]}, so a name is one person in both: {shared} shared"
     if identity_map:
         return f"declared in {Path(file).name or 'an identity map'}: {len(identity_map)} people"
     return (
