@@ -1,0 +1,127 @@
+"""dlib's face-recognition ResNet: the .dat reader on the real file, the PyTorch port against dlib
+itself on real face chips, and the chip template against MTCNN on chips dlib cut."""
+
+from __future__ import annotations
+
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from faceattr.models import dlib_resnet as dr
+
+from .conftest import SHARED
+
+LFW = SHARED / "lfw" / "lfw-deepfunneled.tgz"
+
+
+@pytest.fixture(scope="module")
+def dat():
+    try:
+        return dr.dat_path()
+    except FileNotFoundError as err:
+        pytest.skip(f"dlib's weights are not installed: {err}")
+
+
+def test_the_reader_parses_the_real_file_into_dlibs_network(dat) -> None:
+    net = dr.read_dat(dat)
+    kinds = {k: len(net.of_kind(k)) for k in ("con_4", "affine_", "relu_", "add_prev_", "avg_pool_2", "max_pool_2")}
+    # 29 convolutions (the stem and 14 blocks of two), an affine and a relu after each, 14 residual
+    # sums, 4 shortcut pools plus the global one, the stem's max-pool
+    assert kinds == {"con_4": 29, "affine_": 29, "relu_": 29, "add_prev_": 14, "avg_pool_2": 5, "max_pool_2": 1}
+    assert net.input_size == (150, 150) and net.means == pytest.approx((122.782, 117.001, 104.298), abs=1e-3)
+    assert net.threshold == pytest.approx(0.6) and net.margin == pytest.approx(0.04)
+    # every parameter of the network of dnn_face_recognition_ex.cpp, counted from its layers
+    convs = [(3, 32, 7)] + [(a if i == 0 else b, b, 3) for a, b, _ in dr.BLOCKS for i in range(2)]
+    expected = sum(k * k * cin * cout + cout + 2 * cout for cin, cout, k in convs) + 256 * 128
+    assert net.parameter_count == expected == 5_614_592
+    # a known weight: the stem's first filter value, read straight from the bytes at offset 0x160
+    first = struct.unpack("<f", dat.read_bytes()[0x160:0x164])[0]
+    state = dr.state_dict_from_dat(net)
+    assert first == pytest.approx(-0.0293299, abs=1e-7) and state["conv.weight"][0, 0, 0, 0].item() == first
+
+
+def test_a_file_that_is_not_the_network_is_refused_with_its_name(tmp_path, dat) -> None:
+    cut = tmp_path / "cut.dat"
+    cut.write_bytes(dat.read_bytes()[: 1 << 20])
+    with pytest.raises(dr.DlibFormatError, match=r"cut\.dat' at byte \d+"):
+        dr.read_dat(cut)
+    other = tmp_path / "other.dat"
+    other.write_bytes(b"\x01\x01\x01\x05hello")
+    with pytest.raises(dr.DlibFormatError, match=r"other\.dat' is not a dlib loss_metric network"):
+        dr.read_dat(other)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        dr.read_dat(tmp_path / "absent.dat")
+
+
+def dlib_chips(count: int) -> list[np.ndarray]:
+    """``count`` 150×150 chips cut by dlib itself (HOG detector, 5-point shape predictor,
+    ``get_face_chip`` with padding 0.25) from the first LFW photos with one detected face."""
+    dlib = pytest.importorskip("dlib", reason="dlib-bin (the reference) is not installed")
+    if not LFW.is_file():
+        pytest.skip(f"no LFW archive at {LFW}")
+    from PIL import Image
+
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(dr.dat_path().with_name("shape_predictor_5_face_landmarks.dat")))
+    chips = []
+    with tarfile.open(LFW, "r:gz") as tar:
+        for member in tar:
+            if not member.name.endswith(".jpg"):
+                continue
+            fh = tar.extractfile(member)
+            image = np.asarray(Image.open(fh).convert("RGB"))
+            faces = detector(image, 1)
+            if len(faces) != 1:
+                continue
+            chips.append(dlib.get_face_chip(image, predictor(image, faces[0]), size=150, padding=dr.CHIP_PADDING))
+            if len(chips) == count:
+                break
+    return chips
+
+
+@pytest.fixture(scope="module")
+def chips(dat) -> list[np.ndarray]:
+    return dlib_chips(24)
+
+
+def test_the_port_gives_dlibs_descriptors_on_real_face_chips(chips, dat, capsys) -> None:
+    import dlib
+
+    reference = dlib.face_recognition_model_v1(str(dat))
+    model = dr.load_dlib_resnet(dat)
+    x = model.normalise(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float())
+    with torch.no_grad():
+        ours = model(x).numpy()
+    theirs = np.stack([np.asarray(reference.compute_face_descriptor(c)) for c in chips])
+    worst = float(np.abs(ours - theirs).max())
+    with capsys.disabled():
+        print(f"\ndlib_resnet parity: max |port - dlib| = {worst:.3g} over {len(chips)} real LFW chips x 128 dims")
+    assert len(chips) >= 20 and worst < 1e-4
+    same = np.linalg.norm(theirs[0] - theirs[1:], axis=1)  # different people mostly: above dlib's 0.6
+    assert np.median(same) > 0.6
+
+
+def test_the_chip_template_is_where_mtcnn_finds_the_points_on_dlibs_chips(chips) -> None:
+    """dlib aligns on its own 5 points (eye corners, nose base); faceattr aligns MTCNN's 5 points
+    onto ``CHIP_TEMPLATE`` (the median over 299 LFW chips). On the first 24 of those chips the
+    median of MTCNN's points already lies within 3 % of the chip side of it."""
+    pytest.importorskip("facenet_pytorch")
+    from PIL import Image
+
+    from faceattr.data.align import MTCNNDetector
+
+    found = [d for d in MTCNNDetector("cpu").detect([Image.fromarray(c) for c in chips]) if d is not None]
+    assert len(found) >= 20
+    median = np.median([d.landmarks for d in found], 0) / 150
+    assert np.abs(median - np.array(dr.CHIP_TEMPLATE)).max() < 0.03, median.round(4).tolist()
+
+
+def test_pooled_features_and_unknown_choices() -> None:
+    model = dr.DlibResNet(features="pooled").eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 150, 150)).shape == (2, 256) and model.output_size == 256
+    with pytest.raises(ValueError, match=r"unknown dlib_resnet features 'x'; choose from"):
+        dr.DlibResNet(features="x")
