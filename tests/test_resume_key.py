@@ -11,7 +11,7 @@ import torch
 
 from faceattr.config import FinetuneConfig, PretrainIdentityConfig, load_section
 from faceattr.train.finetune import run_key
-from faceattr.train.loop import code_digest, fingerprint, recipe, store_files
+from faceattr.train.loop import fingerprint, recipe
 from faceattr.variants import parse_variant
 
 from .conftest import TINY_VARIANTS
@@ -48,6 +48,8 @@ def test_a_store_with_other_pixels_or_geometry_and_the_same_labels_gets_another_
 
 
 def test_pretraining_key_covers_the_crops_too(pipeline, tmp_path) -> None:
+    from faceattr.train.loop import store_files
+
     cfg = load_section(pipeline["params"], "pretrain_identity", PretrainIdentityConfig)
     store = tmp_path / "pre"
     shutil.copytree(pipeline["store"].parent / "pretrain", store)
@@ -69,6 +71,8 @@ def test_params_that_cannot_change_a_run_leave_its_key_alone(pipeline) -> None:
 
 
 def test_code_digest_ignores_docstrings_and_comments_but_not_code() -> None:
+    from faceattr.train.loop import code_digest
+
     a = 'def f(x):\n    """Double it."""\n    return 2 * x\n'
     documented = '"""A module."""\n\n\ndef f(x):  # why\n    """Double it, because\n    reasons."""\n    return 2 * x\n'
     changed = 'def f(x):\n    """Double it."""\n    return 3 * x\n'
