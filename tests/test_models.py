@@ -19,14 +19,21 @@ ALL_TASKS = ("gender", "age", "landmarks", "attributes")
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 @pytest.mark.parametrize("size", [32, 64])
 def test_backbone_forward(name: str, size: int) -> None:
+    size = {32: 112, 64: 150}[size] if name == "dlib_resnet" else size  # dlib's net: 150-px chips, 103 px at least
     trunk = create_backbone(name, input_size=size, embedding_size=24, width=8)
     out = trunk(torch.randn(3, 3, size, size))
     assert out.shape == (3, 24) and torch.isfinite(out).all()
 
 
+def test_dlib_resnet_refuses_crops_too_small_for_it() -> None:
+    with pytest.raises(ValueError, match="dlib_resnet needs crops of at least 103 px"):
+        create_backbone("dlib_resnet", input_size=64, embedding_size=128)
+
+
 def test_unknown_backbone_lists_choices() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown backbone 'resnet99'; choose from \['attn_cnn', 'face_resnet18', 'resnet18'\]"
+        ValueError,
+        match=r"unknown backbone 'resnet99'; choose from \['attn_cnn', 'dlib_resnet', 'face_resnet18', 'resnet18'\]",
     ):
         create_backbone("resnet99", input_size=64, embedding_size=8)
 

@@ -179,7 +179,7 @@ class SyntheticConfig:
 
 
 # Sources whose records name the person: only these can feed identity pretraining.
-IDENTITY_SOURCES = ("agedb", "casia", "celeba", "synthetic")
+IDENTITY_SOURCES = ("agedb", "casia", "celeba", "lfw", "synthetic")
 # The labels each source carries (landmarks: given, or MTCNN's at alignment).
 SOURCE_TASKS = {
     "synthetic": ("gender", "age", "landmarks", "attributes"),
@@ -187,6 +187,7 @@ SOURCE_TASKS = {
     "celeba": ("gender", "landmarks", "attributes"),
     "agedb": ("gender", "age", "landmarks"),
     "casia": ("landmarks",),
+    "lfw": ("landmarks",),
 }
 
 
@@ -203,6 +204,7 @@ class DownloadConfig:
     duplicates: Literal["keep_one", "drop", "keep_all"] = "keep_one"
     age_range: tuple[float, ...] = (0.0, 120.0)
     max_images: int = 0
+    max_identities: int = 0  # 0: all; else a seeded subset of whole people by count, nested across counts
     pairs: str = ""  # verification list (LFW pairs.txt or insightface .bin), inside the data set or absolute
     pair_folds: int = 0  # folds of that list to score (its first N); 0: all
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -214,6 +216,8 @@ class DownloadConfig:
             raise ValueError(f"unknown source '{self.source}'; choose from {sorted(SOURCE_TASKS)}")
         if self.pair_folds < 0:
             raise ValueError("pair_folds must be >= 0")
+        if self.max_identities < 0 or self.max_images < 0:
+            raise ValueError("max_identities and max_images must be >= 0 (0: all)")
 
 
 ROLES = ("pretrain", "finetune")
@@ -253,6 +257,7 @@ class AlignConfig:
     scale: float = 1.0  # template scale about the crop centre: > 1 zooms in (larger face, less context)
     fill: Literal["black", "edge", "reflect"] = "black"  # how crop pixels outside the photo are filled
     crop: Literal["template", "resize"] = "template"  # resize: keep the data set's own (already aligned) crop
+    template: Literal["arcface", "dlib"] = "arcface"  # the five points of crop: template (dlib: its 150-px chips)
 
     min_probability: float = 0.9
     min_face_size: int = 20
@@ -265,8 +270,15 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if not 0.5 <= self.scale <= 2.0:
             raise ValueError(f"scale must lie in [0.5, 2], got {self.scale}")
-        if self.size % 16:
-            raise ValueError(f"size must be a multiple of 16 (FaceResNet's four strides), got {self.size}")
+        if self.size % 16 and self.template != "dlib":
+            raise ValueError(
+                f"size must be a multiple of 16 (FaceResNet's four strides), got {self.size}; only align.template: "
+                "dlib (dlib_resnet's 150-px chips) takes other sizes"
+            )
+        if self.template == "dlib" and (self.crop != "template" or self.scale != 1.0):
+            raise ValueError(
+                "align.template: dlib is dlib's own chip: it needs align.crop: template and align.scale: 1"
+            )
         if not 0.0 <= self.max_drop_fraction <= 1.0:
             raise ValueError("max_drop_fraction must lie in [0, 1]")
 
@@ -387,6 +399,9 @@ class FinetuneConfig:
     embedding_size: int = 512
     imagenet_weights: str = ""  # empty: torch hub's cache (``$TORCH_HOME/hub/checkpoints``)
     resnet_stem: Literal["imagenet", "face"] = "imagenet"
+    dlib_features: Literal["embedding", "pooled"] = (
+        "embedding"  # dlib_resnet: heads on its 128-d descriptor or 256-d pool
+    )
     imagenet_missing: Literal["not_run", "fail"] = "not_run"
     age_head: AgeHeadConfig = AgeHeadConfig()
     loss_weights: dict[str, float] = dataclasses.field(

@@ -1,8 +1,9 @@
-"""Face alignment to the ArcFace five-point template.
+"""Face alignment to a five-point template: ArcFace's, or dlib's face chip.
 
 Alignment is a pure function: (image, five landmarks) -> square crop where the landmarks land as
 close as possible (least squares, similarity transform) to the template of insightface's
-``face_align``. For sizes other than 112 the template is scaled by ``size / 112``.
+``face_align`` (``align.template: arcface``; for sizes other than 112 it is scaled by
+``size / 112``), or to dlib's 150×150 face chip (``dlib``, for dlib's face-recognition ResNet).
 Real photographs get their landmarks from MTCNN (facenet-pytorch), built lazily on first use.
 """
 
@@ -23,7 +24,30 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 
 
+# dlib's face chip (``get_face_chip(image, shape, 150, 0.25)``, what dlib's face-recognition ResNet
+# was trained on) as five points in MTCNN's order (left eye centre, right eye centre, nose tip, left
+# and right mouth corner), in units of the chip side: the median of MTCNN's landmarks on the chips
+# dlib cut from 299 LFW photos (``python bench/dlib_chip_template.py --faces 300``, README *dlib's
+# trunk*). dlib aligns on its own five points (eye corners, base of the nose); warping MTCNN's
+# points onto these cuts about the same chip. Faces vary about them by 0.03 to 0.08 of the side.
+DLIB_CHIP_TEMPLATE = (
+    (0.2957, 0.2477),
+    (0.6768, 0.2475),
+    (0.4845, 0.4909),
+    (0.3167, 0.6889),
+    (0.6526, 0.6925),
+)
+DLIB_CHIP_SIZE = 150
+TEMPLATES = ("arcface", "dlib")
 FILLS = ("black", "edge", "reflect")
+
+
+def template_points(name: str) -> tuple[tuple[float, float], ...] | None:
+    """A named template's five points in units of the crop side; None for ArcFace's, which
+    ``template(size, scale)`` scales from its 112-px original."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template '{name}'; choose from {list(TEMPLATES)}")
+    return DLIB_CHIP_TEMPLATE if name == "dlib" else None
 
 
 def template(size: int, scale: float = 1.0) -> np.ndarray:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from faceattr.config import AlignConfig
 from faceattr.data import manifest
-from faceattr.data.align import MTCNNDetector, align_face, resize_face
+from faceattr.data.align import MTCNNDetector, align_face, resize_face, template_points
 from faceattr.data.packed import StoreWriter
 from faceattr.io import atomic_path
 
@@ -52,6 +52,10 @@ def align_dataset(
     """
     records = manifest.read(raw_dir / "manifest.csv")
     writer = StoreWriter(out_dir, len(records), cfg.size, cfg.scale, cfg.fill, cfg.crop)
+    template = template_points(cfg.template)  # None: ArcFace's template at align.scale
+    if template is not None:  # every later reader (training, predict) aligns to what the store records
+        writer.geometry["template"] = cfg.template
+        writer.geometry["template_points"] = [list(p) for p in template]
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
     detector = (
@@ -84,7 +88,7 @@ def align_dataset(
             if cfg.crop == "resize":
                 face = resize_face(image, points, cfg.size)
             else:
-                face = align_face(image, points, cfg.size, cfg.scale, cfg.fill)
+                face = align_face(image, points, cfg.size, cfg.scale, cfg.fill, template)
             writer.add(face.crop)
             out = row.copy()
             out[lm_cols] = face.landmarks.ravel()

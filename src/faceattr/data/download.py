@@ -117,6 +117,12 @@ def _agedb(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     return sources.agedb(out, (cfg.age_range[0], cfg.age_range[1]))
 
 
+def _lfw(cfg: DownloadConfig, out: Path, seed: int) -> Result:
+    del seed
+    materialise(cfg, out, out.parent / "downloads")
+    return sources.lfw(out)
+
+
 def _casia(cfg: DownloadConfig, out: Path, seed: int) -> Result:
     """CASIA-WebFace as a folder per identity, or insightface's ``faces_webface_112x112`` records."""
     del seed
@@ -137,6 +143,7 @@ SOURCES: dict[str, Callable[[DownloadConfig, Path, int], Result]] = {
     "celeba": _celeba,
     "agedb": _agedb,
     "casia": _casia,
+    "lfw": _lfw,
 }
 
 
@@ -151,6 +158,28 @@ def subsample(frame: pd.DataFrame, max_images: int, seed: int) -> Result:
     chosen = order[: int(np.searchsorted(np.cumsum(sizes[order].to_numpy()), max_images) + 1)]
     keep = keys.isin(chosen)
     skipped = pd.DataFrame({"path": frame.loc[~keep, "path"], "reason": "subsampled"})
+    return frame[keep].reset_index(drop=True), skipped
+
+
+def people_subset(frame: pd.DataFrame, count: int, seed: int) -> Result:
+    """A seeded subset of ``count`` whole people; the others' images are dropped as
+    ``subsampled_people``, so they are still counted.
+
+    The people are the first ``count`` of one seeded order of all the source's people, so the
+    subsets are nested: for the same seed, the people of 100 are among those of 400.
+
+    Raises:
+        ValueError: the source names nobody, or fewer people than ``count``.
+    """
+    named = frame["identity"].dropna()
+    people = np.array(sorted(named.unique()))
+    if not len(people):
+        raise ValueError(f"max_identities={count} needs a source that names its people; this one names none")
+    if count > len(people):
+        raise ValueError(f"max_identities={count}, but the source has only {len(people)} people: lower it (0: all)")
+    order = np.random.default_rng(seed).permutation(people)
+    keep = frame["identity"].isin(set(order[:count]))
+    skipped = pd.DataFrame({"path": frame.loc[~keep, "path"], "reason": "subsampled_people"})
     return frame[keep].reset_index(drop=True), skipped
 
 
@@ -171,6 +200,9 @@ def download(cfg: DownloadConfig, out: Path, seed: int) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
         text = str(err).replace(f"'{tmp}/", f"'{cfg.uri} (extracted) ").replace(f"'{tmp}'", f"'{cfg.uri}'")
         raise type(err)(text.replace(str(tmp), cfg.uri or str(out))) from None
+    if cfg.max_identities:
+        frame, skipped = people_subset(frame, cfg.max_identities, seed)
+        dropped = pd.concat([dropped, skipped], ignore_index=True)
     if cfg.max_images:
         frame, skipped = subsample(frame, cfg.max_images, seed)
         dropped = pd.concat([dropped, skipped], ignore_index=True)

@@ -1,4 +1,4 @@
-"""Adapters from official data set layouts to the manifest: UTKFace and CelebA.
+"""Adapters from official data set layouts to the manifest: UTKFace, CelebA, AgeDB, LFW, CASIA.
 
 Each adapter reads an extracted folder and returns ``(manifest, dropped)``: one manifest row per
 usable image and one ``(path, reason)`` row per record it could not use, so nothing is lost
@@ -182,6 +182,38 @@ def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         top = f"; {len(dropped)} images lie at its top level, outside any identity folder" if dropped else ""
         raise FileNotFoundError(
             f"no images in identity folders under '{root}'{top}: this source needs <folder>/<person>/<image>"
+        )
+    return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
+
+
+LFW_NAME = re.compile(r"^(?P<name>.+)_(?P<number>\d{4})\.jpg$")
+
+
+def lfw(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Labeled Faces in the Wild in its official layout, ``<top>/<Name>/<Name>_<NNNN>.jpg`` (the
+    deep-funneled release's top folder is ``lfw-deepfunneled/``; ``lfw/`` and ``lfw_funneled/``
+    read the same): the folder names the person, and no other label exists.
+
+    A file whose name does not read ``<its folder>_<four digits>.jpg`` is dropped as
+    ``unparseable_name``, one outside a person's folder as ``not_in_identity_folder``.
+    """
+    files = sorted(p for p in root.rglob("*.jpg") if p.is_file())
+    rows, dropped = [], []
+    for f in files:
+        rel = f.relative_to(root)
+        if len(rel.parts) < 2:
+            dropped.append((rel.as_posix(), "not_in_identity_folder"))
+            continue
+        m = LFW_NAME.match(f.name)
+        if m is None or m["name"] != rel.parts[-2]:
+            dropped.append((rel.as_posix(), "unparseable_name"))
+            continue
+        row = manifest.empty_record(rel.as_posix())
+        row["identity"] = m["name"]
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(
+            f"no LFW images (<Name>/<Name>_<NNNN>.jpg) under '{root}': extract lfw-deepfunneled.tgz there"
         )
     return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
 

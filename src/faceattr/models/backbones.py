@@ -3,7 +3,8 @@
 ``FaceResNet18`` is the IResNet-18 of ArcFace/AdaFace (insightface ``iresnet.py``): a stride-1 3×3
 stem, pre-activation "IBasicBlock"s with PReLU, and a BN-Dropout-FC-BN embedding layer. The
 ``width`` knob scales every stage's channels (64 is the paper's network; smaller widths make the
-embedded default finish on a laptop CPU).
+embedded default finish on a laptop CPU). ``dlib_resnet`` is dlib's face-recognition ResNet
+(``faceattr.models.dlib_resnet``), with dlib's weights (pretraining ``dlib``) or from scratch.
 """
 
 from __future__ import annotations
@@ -162,6 +163,23 @@ def _resnet18(
     return TorchvisionResNet(embedding_size, weights_path, stem)
 
 
+def _dlib_resnet(
+    input_size: int, embedding_size: int, weights_path: Path | None = None, features: str = "embedding", **_: object
+) -> nn.Module:
+    """dlib's network (its widths are fixed: ``width`` does not apply); ``features`` picks what
+    the heads see, its descriptor (``embedding_size``: dlib's weights have 128) or the 256-d pool."""
+    from faceattr.models import dlib_resnet
+
+    if input_size < dlib_resnet.MIN_INPUT_SIZE:
+        smallest = dlib_resnet.MIN_INPUT_SIZE
+        raise ValueError(f"dlib_resnet needs crops of at least {smallest} px (dlib's chips are 150), got {input_size}")
+    if weights_path is None:
+        return dlib_resnet.DlibResNet(embedding_size, features=features)
+    if embedding_size != dlib_resnet.EMBEDDING_SIZE:
+        raise ValueError(f"dlib's weights give a {dlib_resnet.EMBEDDING_SIZE}-d descriptor, not {embedding_size}")
+    return dlib_resnet.load_dlib_resnet(weights_path, features=features).train()
+
+
 def _attn_cnn(input_size: int, embedding_size: int, width: int, **_: object) -> nn.Module:
     return AttentionalCNN(input_size, embedding_size, width=width)
 
@@ -170,14 +188,17 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "face_resnet18": _face_resnet18,
     "resnet18": _resnet18,
     "attn_cnn": _attn_cnn,
+    "dlib_resnet": _dlib_resnet,
 }
 
 # Pretraining each backbone can start from; "identity" is this pipeline's own pretrain stage
-# (it must have trained the same backbone: pretrain_identity.backbone).
+# (it must have trained the same backbone: pretrain_identity.backbone); "dlib": dlib's weights
+# (about 3 million faces of 7,485 people), from the face_recognition_models package.
 PRETRAININGS: dict[str, tuple[str, ...]] = {
     "face_resnet18": ("identity", "none"),
     "resnet18": ("imagenet", "identity", "none"),
     "attn_cnn": ("identity", "none"),
+    "dlib_resnet": ("dlib", "identity", "none"),
 }
 
 
@@ -189,8 +210,10 @@ def create_backbone(
     width: int = 64,
     weights_path: Path | None = None,
     stem: str = "imagenet",
+    features: str = "embedding",
 ) -> nn.Module:
-    """Build a registered backbone by name (``stem`` applies to resnet18 only).
+    """Build a registered backbone by name (``stem`` applies to resnet18 only, ``features`` to
+    dlib_resnet; ``weights_path``: ImageNet's for resnet18, dlib's ``.dat`` for dlib_resnet).
 
     Raises:
         ValueError: for an unknown name, listing the registered ones.
@@ -198,5 +221,15 @@ def create_backbone(
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; choose from {sorted(BACKBONES)}")
     return BACKBONES[name](
-        input_size=input_size, embedding_size=embedding_size, width=width, weights_path=weights_path, stem=stem
+        input_size=input_size,
+        embedding_size=embedding_size,
+        width=width,
+        weights_path=weights_path,
+        stem=stem,
+        features=features,
     )
+
+
+def output_size(trunk: nn.Module) -> int:
+    """The width of what a trunk gives its heads."""
+    return int(getattr(trunk, "output_size", None) or trunk.embedding_size)

@@ -43,6 +43,7 @@ def build_trunk(meta: dict[str, Any]) -> nn.Module:
         embedding_size=meta["embedding_size"],
         width=meta["width"],
         stem=meta["stem"],
+        features=meta.get("features", "embedding"),
     )
 
 
@@ -52,7 +53,7 @@ def load_multitask(path: str | Path) -> tuple[MultiTaskModel, dict[str, Any]]:
     model = MultiTaskModel(
         build_trunk(meta),
         tuple(meta["tasks"]),
-        meta["embedding_size"],
+        meta.get("head_input", meta["embedding_size"]),
         age_head=meta["age_head"],
         max_age=meta["max_age"],
         group_edges=meta["group_edges"],

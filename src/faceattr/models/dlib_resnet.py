@@ -33,8 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceattr.data.align import DLIB_CHIP_TEMPLATE
+
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 INPUT_SIZE = 150
+MIN_INPUT_SIZE = 103  # smaller crops leave the last unpadded stride-2 convolution less than 3×3
 EMBEDDING_SIZE = 128
 POOLED_SIZE = 256
 # (input channels, output channels, downsampling) of the 14 blocks, first to last
@@ -362,19 +365,7 @@ def _name(model: nn.Module, module: nn.Module) -> str:
     return next(n for n, m in model.named_modules() if m is module)
 
 
-# dlib's 150×150 chip (``get_face_chip(image, shape, 150, 0.25)``) as five points in MTCNN's order
-# (left eye centre, right eye centre, nose tip, left and right mouth corner) in units of the chip
-# side: the median of MTCNN's landmarks on the chips dlib cut from 299 LFW photos
-# (``python bench/dlib_chip_template.py --faces 300``, README *dlib's trunk*). dlib aligns on its own
-# five points (eye corners, base of the nose); warping MTCNN's points onto these cuts about the
-# same chip. Faces vary about them by 0.03 to 0.08 of the side (scaled MAD).
-CHIP_TEMPLATE = (
-    (0.2957, 0.2477),
-    (0.6768, 0.2475),
-    (0.4845, 0.4909),
-    (0.3167, 0.6889),
-    (0.6526, 0.6925),
-)
+CHIP_TEMPLATE = DLIB_CHIP_TEMPLATE  # dlib's 150×150 chip as five MTCNN points (faceattr.data.align)
 CHIP_PADDING = 0.25
 
 

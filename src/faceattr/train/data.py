@@ -1,15 +1,19 @@
-"""Tensors for training: a split loaded once, batches drawn by index, augmentation on the device.
+"""Tensors for training: a split's labels loaded once, its crops read by batch, augmentation on the device.
 
-The whole split is small enough to live as one uint8 tensor; batches are index tensors drawn from
-a seeded generator, so an epoch's order depends only on (seed, epoch) and a resumed training
-sees exactly the batches it would have seen.
+A split's crops stay in the store's memory-mapped ``faces.npy`` (``StoreImages``): a batch is
+gathered from the mapped file when it is needed, on a background thread one batch ahead
+(``prefetch``), so a large identity set is never copied into each process's memory (the page
+cache holds it once, shared by every rank). Batches are index tensors drawn from a seeded
+generator, so an epoch's order depends only on (seed, epoch) and a resumed training sees exactly
+the batches it would have seen.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,17 +31,97 @@ from faceattr.distributed import current, shard
 
 FLIP_ORDER = [1, 0, 2, 4, 3]  # after a horizontal flip the left eye becomes the right eye, etc.
 # Input normalisation per pretraining: insightface trunks expect [-1, 1], ImageNet weights their own.
+# dlib's network: (pixel - mean) / 256 with the means its .dat file stores (checked by a test).
 NORMALISATION = {
     "default": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "dlib": ((122.782 / 255, 117.001 / 255, 104.298 / 255), (256 / 255, 256 / 255, 256 / 255)),
 }
+
+
+class StoreImages:
+    """Some rows of a store's crops (``faces.npy``, N×S×S×3, memory-mapped), read on demand.
+
+    Indexing (an int, a slice, or an index tensor or array into these rows) returns uint8 NCHW
+    tensors, gathered from the mapped file: nothing is read before it is needed, and the
+    whole split never sits in this process's memory as a copy. ``pinned`` batches come in
+    page-locked memory, for non-blocking copies to a GPU.
+    """
+
+    def __init__(self, faces: np.ndarray, rows: np.ndarray, pinned: bool = False) -> None:
+        self.faces, self.rows, self.pinned = faces, np.asarray(rows, dtype=np.int64), pinned
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.rows), int(self.faces.shape[3]), int(self.faces.shape[1]), int(self.faces.shape[2]))
+
+    def _rows(self, key: object) -> np.ndarray:
+        if isinstance(key, slice):
+            return self.rows[key]
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        return self.rows[np.asarray(key, dtype=np.int64)]
+
+    def __getitem__(self, key: object) -> torch.Tensor:
+        if isinstance(key, int | np.integer):
+            return self[[int(key)]][0]
+        batch = torch.from_numpy(np.asarray(self.faces[self._rows(key)])).permute(0, 3, 1, 2).contiguous()
+        return batch.pin_memory() if self.pinned else batch
+
+    def take(self, idx: object) -> StoreImages:
+        """These rows at ``idx``, still unread."""
+        return StoreImages(self.faces, self._rows(idx), self.pinned)
+
+    def pin(self) -> StoreImages:
+        return StoreImages(self.faces, self.rows, pinned=True)
+
+
+Images = StoreImages | torch.Tensor
+
+
+class Prefetch:
+    """Index batches with their data, the next batch's data gathered on a background thread
+    while the caller trains on this one.
+
+    Drawing the next index batch can draw random numbers (a new shuffled pass), so the caller
+    decides when: ``ahead()`` once its step has drawn its own (augmentation), and the numbers
+    come out exactly as without prefetching. A step that never calls it gets the next batch
+    drawn when it asks for it. ``fetch`` must depend on the index batch only.
+    """
+
+    def __init__(self, batches: Iterable[torch.Tensor], fetch: Callable[[torch.Tensor], Any]) -> None:
+        self._batches, self._fetch = iter(batches), fetch
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: tuple[torch.Tensor, Any] | None = None
+        self._drawn = False
+
+    def ahead(self) -> None:
+        """Draw the next index batch and start gathering its data."""
+        if self._drawn:
+            return
+        self._drawn = True
+        idx = next(self._batches, None)
+        assert self._pool is not None
+        self._next = None if idx is None else (idx, self._pool.submit(self._fetch, idx))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceattr-prefetch") as self._pool:
+            self.ahead()
+            while self._next is not None:
+                idx, pending = self._next
+                self._drawn = False
+                yield idx, pending.result()
+                self.ahead()
 
 
 @dataclass(frozen=True)
 class FaceTensors:
     """Aligned crops and labels of one split; missing labels are -1 (gender, identity) or NaN."""
 
-    images: torch.Tensor  # uint8 (N, 3, S, S)
+    images: Images  # uint8 (N, 3, S, S): the store's mapped rows (StoreImages), or a tensor
     gender: torch.Tensor  # int64 (N,)
     age: torch.Tensor  # float32 (N,) years
     landmarks: torch.Tensor  # float32 (N, 5, 2) crop pixels
@@ -50,6 +134,7 @@ class FaceTensors:
     template_points: tuple[tuple[float, float], ...] | None = None  # align.crop resize: mean landmarks / size
     fill: str = "black"  # the align stage's border fill (align.fill)
     crop: str = "template"  # the align stage's crop kind (align.crop): template | resize
+    template_name: str = "arcface"  # the align stage's template (align.template): arcface | dlib
     paths: tuple[str, ...] = ()  # each row's image path in its data set
     rows: tuple[int, ...] = ()  # each row's index in the store (faces.npy, labels.csv)
     groups: tuple[str, ...] = ()  # each row's cluster: its person, else its byte-identical group
@@ -76,6 +161,7 @@ class FaceTensors:
             "scale": self.template_scale,
             "fill": self.fill,
             "crop": self.crop,
+            "template": self.template_name,
             "template_points": points,
         }
 
@@ -122,7 +208,7 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
     attributes = sub[attr_columns].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
     race = sub["race"].fillna(-1).to_numpy(dtype=np.int64) if "race" in sub else np.full(len(sub), -1)
     return FaceTensors(
-        images=torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous(),
+        images=StoreImages(faces, rows),
         gender=torch.tensor(sub["gender"].fillna(-1).to_numpy(dtype=np.int64)),
         age=torch.tensor(sub["age"].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)),
         landmarks=torch.tensor(
@@ -137,6 +223,7 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         template_points=_points(geometry.get("template_points")),
         fill=str(geometry.get("fill", "black")),
         crop=str(geometry.get("crop", "template")),
+        template_name=str(geometry.get("template", "arcface")),
         paths=tuple(sub["path"]),
         rows=tuple(int(r) for r in rows),
         groups=tuple(group_keys(sub)),
@@ -164,7 +251,7 @@ def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
     rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return replace(
         data,
-        images=data.images[rows],
+        images=data.images.take(rows) if isinstance(data.images, StoreImages) else data.images[rows],
         gender=data.gender[rows],
         age=data.age[rows],
         landmarks=data.landmarks[rows],
@@ -178,8 +265,11 @@ def subset(data: FaceTensors, percent: int, seed: int) -> FaceTensors:
 
 
 def for_device(data: FaceTensors, device: torch.device) -> FaceTensors:
-    """Pin the images in page-locked memory when they will be copied to a GPU (async copies)."""
-    return replace(data, images=data.images.pin_memory()) if device.type == "cuda" else data
+    """Batches in page-locked memory when they will be copied to a GPU (async copies)."""
+    if device.type != "cuda":
+        return data
+    images = data.images.pin() if isinstance(data.images, StoreImages) else data.images.pin_memory()
+    return replace(data, images=images)
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:

@@ -16,7 +16,7 @@ from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, Finetune
 from faceattr.distributed import current
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
-from faceattr.models.backbones import create_backbone
+from faceattr.models.backbones import create_backbone, output_size
 from faceattr.models.checkpoint import build_trunk, load_checkpoint
 from faceattr.models.heads import MultiTaskModel
 from faceattr.profile import phase
@@ -24,6 +24,7 @@ from faceattr.train.data import (
     NORMALISATION,
     FaceTensors,
     LabelCodec,
+    Prefetch,
     augment,
     batch_indices,
     epoch_batches,
@@ -66,6 +67,37 @@ def imagenet_weights_path(configured: str) -> Path:
             f"run time: fetch {url} to that path (or set finetune_multitask.imagenet_weights)."
         )
     return path
+
+
+def initial_weights(variant: Variant, cfg: FinetuneConfig) -> Path | None:
+    """The weights file a variant starts from other than an identity checkpoint: ImageNet's for
+    ``imagenet``, dlib's ``.dat`` for ``dlib``; None from scratch. Raises with the remedy where
+    the file is absent."""
+    if variant.pretraining == "imagenet":
+        return imagenet_weights_path(cfg.imagenet_weights)
+    if variant.pretraining == "dlib":
+        from faceattr.models.dlib_resnet import dat_path
+
+        return dat_path()
+    return None
+
+
+def normalisation(variant: Variant) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean and std of a variant: ImageNet's for its weights, dlib's for dlib's network
+    (from its weights or from scratch alike), [-1, 1] otherwise."""
+    if variant.pretraining == "imagenet":
+        return NORMALISATION["imagenet"]
+    return NORMALISATION["dlib" if variant.backbone == "dlib_resnet" else "default"]
+
+
+def check_geometry(variant: Variant, data: FaceTensors) -> None:
+    """dlib's weights learned dlib's 150-px chips: stop before training on any other crop."""
+    if variant.pretraining == "dlib" and (data.template_name != "dlib" or data.size != 150):
+        raise ValueError(
+            f"variant '{variant.name}' starts from dlib's weights, which learned dlib's 150-px face chips, but the "
+            f"fine-tuning crops are {data.size} px on the {data.template_name} template: set align.template: dlib "
+            "and align.size: 150 ($(faceattr preset dlib))"
+        )
 
 
 def missing_weights(variant: Variant, cfg: FinetuneConfig) -> str | None:
@@ -114,14 +146,14 @@ def build_model(
         trunk.load_state_dict(state)
         trunk_meta = {k: meta[k] for k in ("backbone", "width", "embedding_size", "stem")}
     else:
-        weights = imagenet_weights_path(cfg.imagenet_weights) if variant.pretraining == "imagenet" else None
         trunk = create_backbone(
             variant.backbone,
             input_size=input_size,
             embedding_size=cfg.embedding_size,
             width=cfg.width,
-            weights_path=weights,
+            weights_path=initial_weights(variant, cfg),
             stem=cfg.resnet_stem,
+            features=cfg.dlib_features,
         )
         trunk_meta = {
             "backbone": variant.backbone,
@@ -129,6 +161,9 @@ def build_model(
             "embedding_size": cfg.embedding_size,
             "stem": cfg.resnet_stem,
         }
+        if variant.backbone == "dlib_resnet":
+            trunk_meta["features"] = cfg.dlib_features
+    trunk_meta["head_input"] = output_size(trunk)  # what the heads see (dlib_resnet pooled: 256)
     heads_meta = {
         "tasks": list(variant.tasks),
         "age_head": variant.age_head,
@@ -140,7 +175,7 @@ def build_model(
     model = MultiTaskModel(
         trunk,
         variant.tasks,
-        trunk_meta["embedding_size"],
+        trunk_meta["head_input"],
         age_head=variant.age_head,
         max_age=cfg.age_head.max_age,
         group_edges=cfg.age_head.group_edges,
@@ -221,14 +256,16 @@ def train_one_epoch(
     total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     sums: dict[str, torch.Tensor] = {}
     count, lr = 0, float("nan")
-    for i, idx in enumerate(epoch_batches(len(b.data), optim.batch_size, generator, steps)):
+    batches = Prefetch(epoch_batches(len(b.data), optim.batch_size, generator, steps), b.data.images.__getitem__)
+    for i, (idx, images) in enumerate(batches):
         if len(idx) < 2:  # BatchNorm needs two samples
             continue
         lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = to_input(b.data.images[idx], b.device, b.mean, b.std)
+        x = to_input(images, b.device, b.mean, b.std)
         x, lm = augment(x, b.data.landmarks[idx].to(b.device, non_blocking=True), aug, generator)
+        batches.ahead()  # this step's random numbers are drawn: gather the next batch while it trains
         if b.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         losses = net(x, b.targets(idx, lm))
@@ -251,8 +288,8 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     """Metrics of ``model`` on a split (gender accuracy, age MAE and CS@k, landmark NME)."""
     model.eval()
     sums = MetricSums(b.device, cs_threshold)
-    for idx in batch_indices(len(b.data), batch_size, None):
-        x = to_input(b.data.images[idx], b.device, b.mean, b.std, b.channels_last)
+    for idx, images in Prefetch(batch_indices(len(b.data), batch_size, None), b.data.images.__getitem__):
+        x = to_input(images, b.device, b.mean, b.std, b.channels_last)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
             outputs = model(x)
         pred = b.codec.decode(outputs)  # decode and metrics in fp32
@@ -315,12 +352,14 @@ def run_key(
     """
     if variant.pretraining == "identity":
         init: Path | None = identity_checkpoint
-    elif variant.pretraining == "imagenet" and missing_weights(variant, cfg) is None:
-        init = imagenet_weights_path(cfg.imagenet_weights)  # raises with the remedy where absent
-    else:  # from scratch, or an ImageNet run marked "not run"
-        init = None
+    elif variant.pretraining == "imagenet" and missing_weights(variant, cfg) is not None:
+        init = None  # an ImageNet run marked "not run"
+    else:  # ImageNet's or dlib's weights file (raises with the remedy where absent); None from scratch
+        init = initial_weights(variant, cfg)
     half = bf16(device, cfg.accel)
     unused = ("variants", "seeds", "imagenet_weights", "imagenet_missing")
+    if variant.backbone != "dlib_resnet":
+        unused += ("dlib_features",)
     params = {k: v for k, v in recipe(cfg).items() if k not in unused}
     return fingerprint(variant.name, params, seed, split_file, *store_files(store), init, half, code_fingerprint())
 
@@ -346,13 +385,14 @@ def finetune(
     with phase("data loading"):
         full = load_split(store, split_file, ("train",)).with_own_template()  # crop resize: train rows' mean
         check_task_labels(variant, full)
+        check_geometry(variant, full)
         train = subset(full, variant.fraction, seed)
         val = replace(load_split(store, split_file, ("val",)), template_points=full.template_points)
     codec = LabelCodec.fit(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
     )
     model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
-    mean, std = NORMALISATION["imagenet" if variant.pretraining == "imagenet" else "default"]
+    mean, std = normalisation(variant)
     cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
     tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head, half) for d in (train, val))
     weighting: dict[str, float] | LossWeighting = dict(cfg.loss_weights)

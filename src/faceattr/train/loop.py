@@ -162,6 +162,7 @@ TRAINING_CODE = (
     "data/packed.py",
     "models/backbones.py",
     "models/checkpoint.py",
+    "models/dlib_resnet.py",
     "models/heads.py",
     "train/data.py",
     "train/finetune.py",

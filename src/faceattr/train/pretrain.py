@@ -25,7 +25,17 @@ from faceattr.distributed import current
 from faceattr.metrics import verification_accuracy
 from faceattr.models.backbones import create_backbone
 from faceattr.models.heads import MarginHead
-from faceattr.train.data import NORMALISATION, FaceTensors, augment, batch_indices, for_device, load_split, to_input
+from faceattr.train.data import (
+    NORMALISATION,
+    FaceTensors,
+    Images,
+    Prefetch,
+    augment,
+    batch_indices,
+    for_device,
+    load_split,
+    to_input,
+)
 from faceattr.train.finetune import EVAL_BATCH_SIZE
 from faceattr.train.loop import (
     bf16,
@@ -77,20 +87,18 @@ def make_pairs(identity: np.ndarray, folds: int, pairs_per_fold: int, seed: int)
 
 
 @torch.no_grad()
-def embed(
-    trunk: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
-) -> torch.Tensor:
+def embed(trunk: nn.Module, images: Images, device: torch.device, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
     """L2-normalised sum of the embeddings of each image (uint8 NCHW) and its horizontal flip."""
     trunk.eval()
     out = []
-    for idx in batch_indices(len(images), batch_size, None):
-        x = to_input(images[idx], device, MEAN, STD)
+    for _, batch in Prefetch(batch_indices(len(images), batch_size, None), images.__getitem__):
+        x = to_input(batch, device, MEAN, STD)
         out.append(F.normalize(trunk(x) + trunk(torch.flip(x, dims=[3]))).float().cpu())
     return torch.cat(out)
 
 
 def verify(
-    trunk: nn.Module, images: torch.Tensor, pairs: dict[str, np.ndarray], device: torch.device, prefix: str = "verify"
+    trunk: nn.Module, images: Images, pairs: dict[str, np.ndarray], device: torch.device, prefix: str = "verify"
 ) -> dict[str, float]:
     """Mean and std over folds of verification accuracy (threshold chosen on the other folds)."""
     emb = embed(trunk, images, device)
@@ -192,14 +200,16 @@ def train_one_epoch(
     total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     loss_sum, correct, seen, count = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
     lr = float("nan")
-    for i, idx in enumerate(batch_indices(len(data), optim.batch_size, generator)):
+    batches = Prefetch(batch_indices(len(data), optim.batch_size, generator), data.images.__getitem__)
+    for i, (idx, images) in enumerate(batches):
         if len(idx) < 2:
             continue
         lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = to_input(data.images[idx], device, MEAN, STD)
+        x = to_input(images, device, MEAN, STD)
         x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
+        batches.ahead()  # this step's random numbers are drawn: gather the next batch while it trains
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = data.identity[idx].to(device)
