@@ -7,6 +7,7 @@ import struct
 import tarfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -125,3 +126,111 @@ def test_pooled_features_and_unknown_choices() -> None:
         assert model(torch.zeros(2, 3, 150, 150)).shape == (2, 256) and model.output_size == 256
     with pytest.raises(ValueError, match=r"unknown dlib_resnet features 'x'; choose from"):
         dr.DlibResNet(features="x")
+
+
+def test_the_pipelines_dlib_normalisation_is_the_networks_own(dat) -> None:
+    """``to_input`` with NORMALISATION['dlib'] gives (pixel - mean) / 256 with the file's means."""
+    from faceattr.train.data import NORMALISATION, to_input
+
+    mean, std = NORMALISATION["dlib"]
+    assert np.allclose(np.array(mean) * 255, dr.read_dat(dat).means, atol=1e-9)
+    pixels = torch.randint(0, 256, (2, 3, 150, 150), dtype=torch.uint8)
+    ours = to_input(pixels, torch.device("cpu"), mean, std)
+    assert torch.allclose(ours, dr.DlibResNet().normalise(pixels.float()), atol=1e-6)
+
+
+@pytest.mark.parametrize(("features", "width"), [("embedding", 128), ("pooled", 256)])
+def test_a_dlib_variant_starts_from_dlibs_weights_with_heads_on_the_chosen_features(dat, features, width) -> None:
+    from dataclasses import replace
+
+    from faceattr.config import FinetuneConfig
+    from faceattr.models.checkpoint import build_trunk
+    from faceattr.train.finetune import build_model, normalisation
+    from faceattr.variants import parse_variant
+
+    cfg = replace(FinetuneConfig(), embedding_size=128, dlib_features=features)
+    variant = parse_variant("dlib_resnet-dlib-gender+age")
+    model, meta = build_model(variant, cfg, 150, None)
+    reference = dr.load_dlib_resnet(dat).state_dict()
+    assert all(torch.equal(model.trunk.state_dict()[k], v) for k, v in reference.items())
+    assert meta["features"] == features and meta["head_input"] == width
+    out = model.eval()(torch.zeros(2, 3, 150, 150))
+    assert out["gender"].shape == (2, 2)
+    meta = {**meta, "input_size": 150}
+    assert build_trunk(meta).output_size == width  # a checkpoint rebuilds the same trunk
+    scratch, _ = build_model(parse_variant("dlib_resnet-none-gender+age"), cfg, 150, None)
+    assert not torch.equal(scratch.trunk.state_dict()["conv.weight"], reference["conv.weight"])
+    assert (
+        normalisation(variant)
+        == normalisation(parse_variant("dlib_resnet-none-gender"))
+        != normalisation(parse_variant("face_resnet18-none-gender"))
+    )
+
+
+def test_dlibs_weights_refuse_crops_of_another_geometry() -> None:
+    """dlib's weights learned dlib's 150-px chips: ArcFace-template crops stop the run, naming the fix."""
+    from faceattr.train.data import FaceTensors
+    from faceattr.train.finetune import check_geometry
+    from faceattr.variants import parse_variant
+
+    def tensors(size: int, template: str) -> FaceTensors:
+        n = 2
+        return FaceTensors(
+            images=torch.zeros(n, 3, size, size, dtype=torch.uint8),
+            gender=torch.zeros(n, dtype=torch.long),
+            age=torch.zeros(n),
+            landmarks=torch.zeros(n, 5, 2),
+            identity=torch.zeros(n, dtype=torch.long),
+            identity_names=("a",),
+            template_name=template,
+        )
+
+    variant = parse_variant("dlib_resnet-dlib-gender")
+    check_geometry(variant, tensors(150, "dlib"))
+    with pytest.raises(ValueError, match=r"112 px on the arcface template: set align.template: dlib"):
+        check_geometry(variant, tensors(112, "arcface"))
+    check_geometry(parse_variant("dlib_resnet-none-gender"), tensors(112, "arcface"))  # from scratch: any crop
+
+
+def test_the_align_stage_cuts_dlibs_chip_and_records_it(tmp_path) -> None:
+    """``align.template: dlib``: the five points land on dlib's chip template at 150 px, and the
+    store's geometry (what training and predict read) names the template and its points."""
+    import json
+
+    from PIL import Image
+
+    from faceattr.config import AlignConfig
+    from faceattr.data import manifest
+    from faceattr.data.align import DLIB_CHIP_TEMPLATE
+    from faceattr.data.aligning import align_dataset
+    from faceattr.train.data import load_split
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    Image.new("RGB", (250, 250), (120, 90, 60)).save(raw / "a.jpg")
+    row = manifest.empty_record("a.jpg")
+    points = np.array([[90, 110], [160, 108], [125, 145], [98, 180], [155, 182]], dtype=float)
+    row.update(dict(zip(manifest.LANDMARK_COLUMNS, points.ravel(), strict=True)))
+    manifest.write(pd.DataFrame([row]), raw / "manifest.csv")
+    cfg = AlignConfig(size=150, template="dlib", landmarks="provided")
+    align_dataset(raw, tmp_path / "store", tmp_path / "dropped.csv", cfg)
+    geometry = json.loads((tmp_path / "store" / "geometry.json").read_text())
+    assert geometry["template"] == "dlib" and geometry["size"] == 150
+    assert np.allclose(geometry["template_points"], DLIB_CHIP_TEMPLATE)
+    labels = manifest.read(tmp_path / "store" / "labels.csv")
+    aligned = labels[list(manifest.LANDMARK_COLUMNS)].to_numpy(float).reshape(5, 2)
+    assert np.abs(aligned - np.array(DLIB_CHIP_TEMPLATE) * 150).max() < 8  # a similarity fit of 5 points
+    pd.DataFrame({"index": [0], "split": ["train"]}).to_csv(tmp_path / "split.csv", index=False)
+    data = load_split(tmp_path / "store", tmp_path / "split.csv", ("train",))
+    assert data.geometry()["template"] == "dlib"  # what the checkpoint meta records, and predict cuts
+    assert np.allclose(data.template(), np.array(DLIB_CHIP_TEMPLATE) * 150)
+
+
+def test_dlib_geometry_params_are_checked() -> None:
+    from faceattr.config import AlignConfig
+
+    AlignConfig(size=150, template="dlib")
+    with pytest.raises(ValueError, match=r"only align\.template: dlib"):
+        AlignConfig(size=150)
+    with pytest.raises(ValueError, match=r"align\.crop: template and align\.scale: 1"):
+        AlignConfig(size=150, template="dlib", scale=1.2)

@@ -113,3 +113,44 @@ def test_shared_lfw_archive_reads_as_1680_people(tmp_path) -> None:
         names = [m.name for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
     people = {Path(n).parts[-2] for n in names}
     assert (len(people), len(names)) == (1680, 9164)
+
+
+def test_drawn_pairs_follow_lfw_view2s_design(tmp_path) -> None:
+    """10 folds of 300 same / 300 different pairs, people disjoint across folds, no pair twice,
+    seeded, and written in pairs.txt's layout (read back by the pairs.txt reader)."""
+    from faceattr.data.pairs import draw_pairs, read_pairs_txt, write_pairs_txt
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"identity": f"Person_{p:03d}", "path": f"Person_{p:03d}/Person_{p:03d}_{i:04d}.jpg"}
+        for p in range(400)
+        for i in range(1, int(rng.integers(2, 12)) + 1)
+    ]
+    files = pd.DataFrame(rows)
+    pairs = draw_pairs(files, folds=10, per_half=300, seed=0)
+    assert len(pairs) == 6000
+    assert pairs.groupby(["fold", "same"]).size().tolist() == [300] * 20
+    people = [set(g["identity_a"]) | set(g["identity_b"]) for _, g in pairs.groupby("fold")]
+    assert all(not (people[i] & people[j]) for i in range(10) for j in range(i + 1, 10))
+    same = pairs[pairs["same"]]
+    assert (same["identity_a"] == same["identity_b"]).all() and (same["file_a"] != same["file_b"]).all()
+    assert (pairs.loc[~pairs["same"], "identity_a"] != pairs.loc[~pairs["same"], "identity_b"]).all()
+    keys = pairs.apply(lambda r: tuple(sorted((r.file_a, r.file_b))), axis=1)
+    assert not keys.duplicated().any()
+    assert draw_pairs(files, seed=0).equals(pairs) and not draw_pairs(files, seed=1).equals(pairs)
+    write_pairs_txt(pairs, tmp_path / "pairs.txt")
+    back = read_pairs_txt(tmp_path / "pairs.txt")
+    assert back["file_a"].map(lambda f: f.split("/")[-1]).tolist() == pairs["file_a"].tolist()
+    assert back[["fold", "same", "identity_a", "identity_b"]].equals(
+        pairs[["fold", "same", "identity_a", "identity_b"]]
+    )
+
+
+def test_drawing_too_many_pairs_from_too_few_people_is_an_error() -> None:
+    from faceattr.data.pairs import draw_pairs
+
+    files = pd.DataFrame(
+        {"identity": ["A", "A", "B", "B"], "path": ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "B/B_0002.jpg"]}
+    )
+    with pytest.raises(ValueError, match="fold 0: its 2 people allow 2 same-person pairs, 300 wanted"):
+        draw_pairs(files, folds=1, per_half=300)

@@ -90,6 +90,8 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     assert f"After {len(rows)} epochs" in report and "CASIA-WebFace's 10,575 people" in report
     pretrain = json.loads((m / "pretrain_identity.json").read_text())
     assert f"{pretrain['identities']} training identities and {pretrain['images']:,} images" in report
+    share = f"{pretrain['identities'] / 10_575:.1%} of its people and {pretrain['images'] / 494_414:.1%} of its images"
+    assert f"this run's set is {share}" in report  # beside CASIA-WebFace's, as a share of it
 
 
 def test_pretrain_checkpoint_is_trunk_only_and_self_describing(pipeline) -> None:

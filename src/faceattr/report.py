@@ -40,6 +40,7 @@ PAPER_TABLE2 = {
 PAPER2 = {"ensemble": (91.3, 96.5), "resnet": (90.0, 96.5), "attentional CNN": (74.2, 55.2)}
 PAPER3_CELEBA_MEAN_ACC = 87.0  # LNet+ANet, CelebA official test partition
 PAPER_PRETRAIN_SCALE = "10,575 people and 494,414 images"  # CASIA-WebFace, the first paper's source
+CASIA_PEOPLE, CASIA_IMAGES = 10_575, 494_414
 PRETRAINING_LABEL = {"identity": "identity (this run's pretrain_identity)", "none": "none", "imagenet": "ImageNet"}
 MAIN_TASKS = ("gender", "age", "landmarks")
 PERCENT = {"gender_acc", "age_cs5", "age_group_acc", "attr_acc"}
@@ -409,7 +410,8 @@ def build_report(
         f"{_fmt(pretrain.get('verify_acc_std'), d, True)} ({pretrain.get('identities', '?')} training identities"
         f"{_images(pretrain)}, "
         f"{pretrain.get('verify_pairs', '?')} pairs; the first paper pretrained on CASIA-WebFace's "
-        f"{PAPER_PRETRAIN_SCALE}).{_pair_list_text(pretrain, d)}{_pretrain_trend(pretrain_curve, d)}",
+        f"{PAPER_PRETRAIN_SCALE}{_casia_share(pretrain)}).{_pair_list_text(pretrain, d)}"
+        f"{_pretrain_trend(pretrain_curve, d)}",
         "",
     ]
     figure = plot_pretraining(pretrain_curve, figures_dir / "pretrain_identity.png")
@@ -572,6 +574,14 @@ def _baselines(base: Mapping[str, Any], d: int) -> str:
     if base.get("attr_acc") is not None:
         parts.append(f"per-attribute training majority {_fmt(base['attr_acc'], d, True)} % mean attribute accuracy")
     return ", ".join(parts) or "none (no labels)"
+
+
+def _casia_share(pretrain: Mapping[str, Any]) -> str:
+    """This run's identity set as a share of CASIA-WebFace's people and images."""
+    people, images = pretrain.get("identities"), pretrain.get("images")
+    if not isinstance(people, int) or not isinstance(images, int):
+        return ""
+    return f": this run's set is {people / CASIA_PEOPLE:.1%} of its people and {images / CASIA_IMAGES:.1%} of its images"
 
 
 def _images(pretrain: Mapping[str, Any]) -> str:

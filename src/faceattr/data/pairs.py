@@ -11,6 +11,7 @@ import io
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -104,3 +105,62 @@ def pair_list_identities(path: Path | None, folds: int = 0) -> frozenset[str]:
         return frozenset()
     pairs = read_pair_list(path, folds)
     return frozenset(pairs["identity_a"]) | frozenset(pairs["identity_b"])
+
+
+def draw_pairs(files: pd.DataFrame, folds: int = 10, per_half: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A verification list drawn as LFW's View 2 was: the people split into ``folds`` disjoint
+    sets, and in each fold ``per_half`` same-person pairs (two photos of one person with two or
+    more) and ``per_half`` different-person pairs (one photo each of two people of the fold),
+    no pair twice. ``files`` has ``identity`` and ``path`` (``<Name>/<Name>_<NNNN>.jpg``).
+
+    Returns the rows ``read_pairs_txt`` gives (``fold``, ``same``, ``identity_a``, ``file_a``,
+    ``identity_b``, ``file_b``); ``write_pairs_txt`` writes them in LFW's ``pairs.txt`` layout.
+
+    Raises:
+        ValueError: a fold whose people cannot make that many distinct pairs.
+    """
+    rng = np.random.default_rng(seed)
+    by_person = {p: sorted(g["path"].map(lambda s: Path(s).name)) for p, g in files.groupby("identity")}
+    people = rng.permutation(np.array(sorted(by_person)))
+    rows = []
+    for fold, group in enumerate(np.array_split(people, folds)):
+        multi = [p for p in group if len(by_person[p]) >= 2]
+        same_possible = sum(len(by_person[p]) * (len(by_person[p]) - 1) // 2 for p in multi)
+        if same_possible < per_half or len(group) < 2:
+            raise ValueError(
+                f"fold {fold}: its {len(group)} people allow {same_possible} same-person pairs, {per_half} wanted"
+            )
+        seen: set[tuple[str, str]] = set()
+        while len(seen) < per_half:
+            person = multi[rng.integers(len(multi))]
+            a, b = sorted(rng.choice(by_person[person], 2, replace=False))
+            if (a, b) not in seen:
+                seen.add((a, b))
+                rows.append((fold, True, person, a, person, b))
+        seen.clear()
+        while len(seen) < per_half:
+            p, q = rng.choice(group, 2, replace=False)
+            a, b = rng.choice(by_person[p]), rng.choice(by_person[q])
+            if (a, b) not in seen and (b, a) not in seen:
+                seen.add((a, b))
+                rows.append((fold, False, str(p), str(a), str(q), str(b)))
+    return pd.DataFrame(rows, columns=["fold", "same", "identity_a", "file_a", "identity_b", "file_b"])
+
+
+def write_pairs_txt(pairs: pd.DataFrame, path: Path) -> None:
+    """Write pairs in LFW's ``pairs.txt`` layout: ``<folds> <per half>``, then per fold the same
+    pairs (``name a b``) and the different pairs (``nameA a nameB b``), images by their LFW
+    number (LFW's format has no comments: say what the list is beside it)."""
+    folds = int(pairs["fold"].max()) + 1
+    per_half = int((pairs["fold"] == 0).sum() // 2)
+
+    def number(file: str) -> str:
+        return str(int(Path(file).stem.rsplit("_", 1)[1]))
+
+    lines = [f"{folds}\t{per_half}"]
+    for _, fold in pairs.groupby("fold", sort=True):
+        for r in fold[fold["same"]].itertuples():
+            lines.append(f"{r.identity_a}\t{number(r.file_a)}\t{number(r.file_b)}")
+        for r in fold[~fold["same"]].itertuples():
+            lines.append(f"{r.identity_a}\t{number(r.file_a)}\t{r.identity_b}\t{number(r.file_b)}")
+    path.write_text("\n".join(lines) + "\n")
