@@ -581,7 +581,8 @@ def _casia_share(pretrain: Mapping[str, Any]) -> str:
     people, images = pretrain.get("identities"), pretrain.get("images")
     if not isinstance(people, int) or not isinstance(images, int):
         return ""
-    return f": this run's set is {people / CASIA_PEOPLE:.1%} of its people and {images / CASIA_IMAGES:.1%} of its images"
+    people_share, image_share = people / CASIA_PEOPLE, images / CASIA_IMAGES
+    return f": this run's set is {people_share:.1%} of its people and {image_share:.1%} of its images"
 
 
 def _images(pretrain: Mapping[str, Any]) -> str:
