@@ -143,11 +143,11 @@ def list_pairs(path: Path, folds: int, store: Path, size: int) -> tuple[torch.Te
     rows = np.unique(np.concatenate([a[found].to_numpy(int), b[found].to_numpy(int)]))
     local = {r: k for k, r in enumerate(rows)}
     images = torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous()
-    pairs = {
-        "a": a[found].map(local).to_numpy(int),
-        "b": b[found].map(local).to_numpy(int),
-        "same": table.loc[found, "same"].to_numpy(bool),
-        "fold": table.loc[found, "fold"].to_numpy(int),
+    pairs = {  # copies: pandas gives read-only views, which torch warns of when indexing
+        "a": a[found].map(local).to_numpy(int, copy=True),
+        "b": b[found].map(local).to_numpy(int, copy=True),
+        "same": table.loc[found, "same"].to_numpy(bool, copy=True),
+        "fold": table.loc[found, "fold"].to_numpy(int, copy=True),
     }
     return images, pairs, int((~found).sum())
 
