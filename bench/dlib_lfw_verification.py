@@ -72,6 +72,7 @@ def main() -> None:
     pairs_path = Path(args.pairs)
     if not pairs_path.is_file():
         files = manifest.read(raw / "manifest.csv")
+        pairs_path.parent.mkdir(parents=True, exist_ok=True)
         write_pairs_txt(draw_pairs(files, folds=10, per_half=300, seed=args.seed), pairs_path)
         print(f"wrote {pairs_path} (seed {args.seed}; not LFW's View 2)")
     pairs = read_pairs_txt(pairs_path)
