@@ -10,9 +10,12 @@ peak resident set as the kernel counts it.
         --split data/splits/pretrain.csv --raw data/raw/pretrain --params params.yaml [--upsample 112]
 
 ``--upsample S`` first writes a copy of the store with every crop resized to S px (the same
-images and labels, landmarks scaled): a memory measurement at a larger crop without aligning
-again; its verification accuracy means nothing. Prints one row per code and the ratio of this
-checkout's peaks to the baseline's.
+images and labels, landmarks scaled), and ``--repeat K`` repeats it K times as K times the
+people (``<name>~<k>``; the split file repeated alike): a memory measurement at the size of a
+larger identity set without aligning one; its accuracy means nothing. ``--seconds T`` stops
+each run after T s (its peaks so far: loading and the first steps), for sets too large to train
+an epoch on here. Prints one row per code and the ratio of this checkout's peaks to the
+baseline's.
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ def _status(pid: int) -> dict[str, int]:
     return out
 
 
-def measure(code: Path, params: Path, store: Path, split: Path, raw: Path, work: Path) -> dict[str, float]:
-    """Run the stage of ``code`` and return its peak memory (bytes) and wall time (s)."""
+def measure(
+    code: Path, params: Path, store: Path, split: Path, raw: Path, work: Path, seconds: float = 0
+) -> dict[str, float]:
+    """Run the stage of ``code`` and return its peak memory (bytes), wall time (s) and
+    verification accuracy (NaN when stopped after ``seconds``)."""
     work.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(code / "stages" / "pretrain_identity.py"), "--params", str(params)]
     cmd += ["--store", str(store), "--split", str(split), "--raw", str(raw), "--out", str(work / "trunk.pt")]
@@ -60,11 +66,36 @@ def measure(code: Path, params: Path, store: Path, split: Path, raw: Path, work:
         while proc.poll() is None:
             for k, v in _status(proc.pid).items():
                 peak[k] = max(peak[k], v)
+            if seconds and time.perf_counter() - start > seconds:
+                proc.kill()
+                proc.wait()
+                return {**peak, "wall_s": time.perf_counter() - start, "verify_acc": float("nan")}
             time.sleep(0.1)
     if proc.returncode:
         raise SystemExit(f"{code}: the stage failed (exit {proc.returncode}); see {work / 'log.txt'}")
     metrics = json.loads((work / "metrics.json").read_text())
     return {**peak, "wall_s": time.perf_counter() - start, "verify_acc": metrics["verify_acc"]}
+
+
+def repeat(store: Path, split: Path, times: int, out: Path) -> tuple[Path, Path]:
+    """``store`` repeated ``times`` times as as many people (``<name>~<k>``), with its split."""
+    import pandas as pd
+
+    faces = np.load(store / "faces.npy", mmap_mode="r")
+    out.mkdir(parents=True, exist_ok=True)
+    big = np.lib.format.open_memmap(out / "faces.npy", "w+", np.uint8, (len(faces) * times, *faces.shape[1:]))
+    labels, pools = pd.read_csv(store / "labels.csv"), pd.read_csv(split)
+    parts, splits = [], []
+    for k in range(times):
+        big[k * len(faces) : (k + 1) * len(faces)] = faces
+        parts.append(labels.assign(identity=labels["identity"] + f"~{k}", path=labels["path"] + f"~{k}"))
+        splits.append(pools.assign(index=pools["index"] + k * len(faces)))
+    big.flush()
+    del big
+    pd.concat(parts).to_csv(out / "labels.csv", index=False)
+    (out / "geometry.json").write_text((store / "geometry.json").read_text())
+    pd.concat(splits).to_csv(out / "split.csv", index=False)
+    return out, out / "split.csv"
 
 
 def upsample(store: Path, size: int, out: Path) -> Path:
@@ -97,13 +128,17 @@ def main() -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--raw", required=True)
-    p.add_argument("--upsample", type=int, default=0)
+    p.add_argument("--upsample", type=int, default=0, help="resize every crop to this many px first")
+    p.add_argument("--repeat", type=int, default=1, help="repeat the store as this many times the people")
+    p.add_argument("--seconds", type=float, default=0, help="stop each run after this long (0: a whole run)")
     p.add_argument("--epochs", type=int, default=1, help="pretrain_identity.optim.epochs for both (default 1)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="faceattr_memory_"))
-    store = Path(args.store)
+    store, split = Path(args.store), Path(args.split)
     if args.upsample:
         store = upsample(store, args.upsample, tmp / f"store{args.upsample}")
+    if args.repeat > 1:
+        store, split = repeat(store, split, args.repeat, tmp / f"repeat{args.repeat}")
     rows = {}
     for name, code, params in (
         ("baseline", Path(args.baseline), Path(args.baseline_params or args.params)),
@@ -113,9 +148,12 @@ def main() -> None:
         cfg["pretrain_identity"]["optim"]["epochs"] = args.epochs
         run_params = tmp / f"{name.replace(' ', '_')}.yaml"
         run_params.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        rows[name] = measure(code, run_params, store, Path(args.split), Path(args.raw), tmp / name.replace(" ", "_"))
+        work = tmp / name.replace(" ", "_")
+        rows[name] = measure(code, run_params, store, split, Path(args.raw), work, args.seconds)
     faces = np.load(store / "faces.npy", mmap_mode="r")
-    print(f"store: {len(faces)} crops of {faces.shape[1]} px, {faces.nbytes / 2**20:.0f} MiB; {args.epochs} epoch(s)")
+    stop = f", each stopped after {args.seconds:.0f} s" if args.seconds else ""
+    size = f"{len(faces)} crops of {faces.shape[1]} px, {faces.nbytes / 2**20:.0f} MiB"
+    print(f"store: {size}; {args.epochs} epoch(s){stop}")
     print("| code | peak RSS (VmHWM) | peak private (RssAnon) | peak file-backed (RssFile) | wall | verify acc |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
@@ -125,9 +163,8 @@ def main() -> None:
             f"{r['wall_s']:.0f} s | {100 * r['verify_acc']:.2f} % |"
         )
     base, new = rows["baseline"], rows["this checkout"]
-    print(
-        f"ratio this/baseline: peak RSS {new['VmHWM'] / base['VmHWM']:.2f}, private {new['RssAnon'] / base['RssAnon']:.2f}"
-    )
+    rss, private = new["VmHWM"] / base["VmHWM"], new["RssAnon"] / base["RssAnon"]
+    print(f"ratio this/baseline: peak RSS {rss:.2f}, private {private:.2f}")
 
 
 if __name__ == "__main__":
