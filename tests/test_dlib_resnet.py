@@ -234,3 +234,28 @@ def test_dlib_geometry_params_are_checked() -> None:
         AlignConfig(size=150)
     with pytest.raises(ValueError, match=r"align\.crop: template and align\.scale: 1"):
         AlignConfig(size=150, template="dlib", scale=1.2)
+
+
+def test_a_pretrained_trunk_trains_at_its_scaled_lr_and_scratch_has_batch_norm() -> None:
+    """``optim.trunk_lr_scale`` slows only the trunk of a variant that starts from weights (dlib's
+    network has no batch norm: at lr 1e-3 its features were lost within dozens of steps); dlib's
+    network from scratch has batch norm, as dlib trains it."""
+    from dataclasses import replace
+
+    from faceattr.config import FinetuneConfig, OptimConfig
+    from faceattr.models.backbones import create_backbone
+    from faceattr.train.loop import make_optimizer, set_lr
+
+    scratch = create_backbone("dlib_resnet", input_size=150, embedding_size=128)
+    assert scratch.norm == "batch" and isinstance(scratch.bn, torch.nn.BatchNorm2d)
+    model = torch.nn.ModuleDict({"trunk": scratch, "head": torch.nn.Linear(128, 2)})
+    cfg = replace(OptimConfig(), lr=1e-3, trunk_lr_scale=0.01)
+    optimizer = make_optimizer(model, cfg, model["trunk"])
+    set_lr(optimizer, 1e-3)
+    lrs = {len(g["params"]): g["lr"] for g in optimizer.param_groups}
+    assert lrs == {len(list(scratch.parameters())): pytest.approx(1e-5), 2: pytest.approx(1e-3)}
+    plain = make_optimizer(model, cfg)  # no trunk named: one group at the full lr
+    set_lr(plain, 1e-3)
+    assert [g["lr"] for g in plain.param_groups] == [1e-3]
+    with pytest.raises(ValueError, match="trunk_lr_scale"):
+        replace(FinetuneConfig().optim, trunk_lr_scale=0.0)

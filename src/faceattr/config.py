@@ -320,10 +320,13 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
+    trunk_lr_scale: float = 1.0  # fine-tuning: a trunk that starts from weights trains at lr × this (heads at lr)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if not 0 < self.trunk_lr_scale <= 1:
+            raise ValueError("trunk_lr_scale must lie in (0, 1]")
 
 
 @dataclass(frozen=True)

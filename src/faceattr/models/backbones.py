@@ -164,17 +164,24 @@ def _resnet18(
 
 
 def _dlib_resnet(
-    input_size: int, embedding_size: int, weights_path: Path | None = None, features: str = "embedding", **_: object
+    input_size: int,
+    embedding_size: int,
+    weights_path: Path | None = None,
+    features: str = "embedding",
+    norm: str | None = None,
+    **_: object,
 ) -> nn.Module:
     """dlib's network (its widths are fixed: ``width`` does not apply); ``features`` picks what
-    the heads see, its descriptor (``embedding_size``: dlib's weights have 128) or the 256-d pool."""
+    the heads see, its descriptor (``embedding_size``: dlib's weights have 128) or the 256-d pool.
+    ``norm``: dlib's weights come with ``affine`` layers (batch norm folded in: fine-tuned so, as
+    frozen statistics); from scratch the network has batch norm, as dlib trains it (default)."""
     from faceattr.models import dlib_resnet
 
     if input_size < dlib_resnet.MIN_INPUT_SIZE:
         smallest = dlib_resnet.MIN_INPUT_SIZE
         raise ValueError(f"dlib_resnet needs crops of at least {smallest} px (dlib's chips are 150), got {input_size}")
     if weights_path is None:
-        return dlib_resnet.DlibResNet(embedding_size, features=features)
+        return dlib_resnet.DlibResNet(embedding_size, features=features, norm=norm or "batch")
     if embedding_size != dlib_resnet.EMBEDDING_SIZE:
         raise ValueError(f"dlib's weights give a {dlib_resnet.EMBEDDING_SIZE}-d descriptor, not {embedding_size}")
     return dlib_resnet.load_dlib_resnet(weights_path, features=features).train()
@@ -211,6 +218,7 @@ def create_backbone(
     weights_path: Path | None = None,
     stem: str = "imagenet",
     features: str = "embedding",
+    norm: str | None = None,
 ) -> nn.Module:
     """Build a registered backbone by name (``stem`` applies to resnet18 only, ``features`` to
     dlib_resnet; ``weights_path``: ImageNet's for resnet18, dlib's ``.dat`` for dlib_resnet).
@@ -227,6 +235,7 @@ def create_backbone(
         weights_path=weights_path,
         stem=stem,
         features=features,
+        norm=norm,
     )
 
 

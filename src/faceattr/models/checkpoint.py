@@ -44,6 +44,7 @@ def build_trunk(meta: dict[str, Any]) -> nn.Module:
         width=meta["width"],
         stem=meta["stem"],
         features=meta.get("features", "embedding"),
+        norm=meta.get("norm"),
     )
 
 

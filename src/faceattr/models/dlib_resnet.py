@@ -264,17 +264,26 @@ class Affine(nn.Module):
         return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
 
 
+NORMS = ("affine", "batch")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """dlib's released network has ``affine`` layers (batch norm folded in); dlib trains the same
+    network with batch norm (``bn_con``), which a network trained from scratch needs too."""
+    return Affine(channels) if kind == "affine" else nn.BatchNorm2d(channels)
+
+
 class DlibBlock(nn.Module):
     """conv-affine-relu-conv-affine, plus the input (average-pooled 2×2/2 where downsampling),
     then relu; a downsampling block's first conv has stride 2 and no padding, as in dlib."""
 
-    def __init__(self, cin: int, cout: int, down: bool) -> None:
+    def __init__(self, cin: int, cout: int, down: bool, norm: str = "affine") -> None:
         super().__init__()
         self.down = down
         self.conv1 = nn.Conv2d(cin, cout, 3, 2 if down else 1, 0 if down else 1)
-        self.bn1 = Affine(cout)
+        self.bn1 = _norm(norm, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
-        self.bn2 = Affine(cout)
+        self.bn2 = _norm(norm, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -289,14 +298,16 @@ class DlibResNet(nn.Module):
     ``normalise`` computes from 0..255 input.
     """
 
-    def __init__(self, embedding_size: int = EMBEDDING_SIZE, features: str = "embedding") -> None:
+    def __init__(self, embedding_size: int = EMBEDDING_SIZE, features: str = "embedding", norm: str = "affine") -> None:
         super().__init__()
         if features not in ("embedding", "pooled"):
             raise ValueError(f"unknown dlib_resnet features '{features}'; choose from ['embedding', 'pooled']")
-        self.features = features
+        if norm not in NORMS:
+            raise ValueError(f"unknown dlib_resnet norm '{norm}'; choose from {list(NORMS)}")
+        self.features, self.norm = features, norm
         self.conv = nn.Conv2d(3, 32, 7, 2, 0)
-        self.bn = Affine(32)
-        self.blocks = nn.Sequential(*(DlibBlock(*spec) for spec in BLOCKS))
+        self.bn = _norm(norm, 32)
+        self.blocks = nn.Sequential(*(DlibBlock(*spec, norm=norm) for spec in BLOCKS))
         self.fc = nn.Linear(POOLED_SIZE, embedding_size, bias=False)
         self.register_buffer("means", torch.tensor([122.782, 117.001, 104.298]))
 

@@ -45,6 +45,7 @@ from faceattr.train.loop import (
     prepare,
     recipe,
     seed_epoch,
+    set_lr,
     steps_per_epoch,
     store_files,
 )
@@ -145,6 +146,8 @@ def build_model(
         trunk = build_trunk(meta)
         trunk.load_state_dict(state)
         trunk_meta = {k: meta[k] for k in ("backbone", "width", "embedding_size", "stem")}
+        if meta.get("norm"):
+            trunk_meta["norm"] = meta["norm"]
     else:
         trunk = create_backbone(
             variant.backbone,
@@ -162,7 +165,7 @@ def build_model(
             "stem": cfg.resnet_stem,
         }
         if variant.backbone == "dlib_resnet":
-            trunk_meta["features"] = cfg.dlib_features
+            trunk_meta["features"], trunk_meta["norm"] = cfg.dlib_features, trunk.norm
     trunk_meta["head_input"] = output_size(trunk)  # what the heads see (dlib_resnet pooled: 256)
     heads_meta = {
         "tasks": list(variant.tasks),
@@ -261,8 +264,7 @@ def train_one_epoch(
         if len(idx) < 2:  # BatchNorm needs two samples
             continue
         lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         x = to_input(images, b.device, b.mean, b.std)
         x, lm = augment(x, b.data.landmarks[idx].to(b.device, non_blocking=True), aug, generator)
         batches.ahead()  # this step's random numbers are drawn: gather the next batch while it trains
@@ -402,7 +404,8 @@ def finetune(
         modules["weighting"] = weighting
     objective = MultitaskObjective(model, weighting, codec.age_head, cfg.age_head, half)
     net = prepare(objective, device, cfg.accel)  # what we call: every trained parameter under DDP
-    optimizer = make_optimizer(objective, cfg.optim)
+    pretrained = variant.pretraining != "none"  # its trunk starts from weights: optim.trunk_lr_scale applies
+    optimizer = make_optimizer(objective, cfg.optim, model.trunk if pretrained else None)
     key = run_key(
         variant, cfg, seed, store=store, split_file=split_file, identity_checkpoint=identity_checkpoint, device=device
     )

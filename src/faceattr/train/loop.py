@@ -41,9 +41,23 @@ def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
     return -(-(rows // world) // batch_size)
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, as in the first paper (lr 1e-4, weight decay 1e-4 by default)."""
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def make_optimizer(model: nn.Module, cfg: OptimConfig, scaled: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW, as in the first paper (lr 1e-4, weight decay 1e-4 by default). The parameters of
+    ``scaled`` (a trunk that starts from weights) train at ``lr × trunk_lr_scale``."""
+    if scaled is None or cfg.trunk_lr_scale == 1.0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    inner = {id(p) for p in scaled.parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in inner], "lr_scale": cfg.trunk_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) not in inner], "lr_scale": 1.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate, times each parameter group's ``lr_scale`` (1 when absent)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
 
 
 def prepare(model: nn.Module, device: torch.device, accel: AccelConfig) -> nn.Module:

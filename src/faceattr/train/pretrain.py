@@ -49,6 +49,7 @@ from faceattr.train.loop import (
     prepare,
     recipe,
     seed_epoch,
+    set_lr,
     steps_per_epoch,
     store_files,
 )
@@ -205,8 +206,7 @@ def train_one_epoch(
         if len(idx) < 2:
             continue
         lr = lr_at(epoch * per_epoch + i, total, warmup, optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         x = to_input(images, device, MEAN, STD)
         x, _ = augment(x, data.landmarks[idx].to(device, non_blocking=True), cfg.augment, generator)
         batches.ahead()  # this step's random numbers are drawn: gather the next batch while it trains
@@ -274,6 +274,7 @@ def pretrain_identity(
         "backbone": cfg.backbone,
         "width": cfg.width,
         "embedding_size": cfg.embedding_size,
+        "norm": getattr(trunk, "norm", None),  # dlib_resnet: batch norm from scratch
         "stem": "imagenet",
         "input_size": train.size,
         "mean": list(MEAN),
