@@ -168,3 +168,19 @@ def test_holm_corrects_within_each_question_so_an_ensemble_leaves_table_1_alone(
     assert both[0]["significant_holm"] == alone[0]["significant_holm"]
     assert alone[0]["significant"] and alone[0]["p"] > 0.05 / 11, "the case must be one a wide family would flip"
     assert all(r["family"].startswith("second paper") and r["holm_family_size"] == 10 for r in both[1:])
+
+
+def test_table_1_lists_other_trunks_and_their_comparisons() -> None:
+    """A run of dlib's trunk against the same network from scratch (results/dlib_utkface): its rows
+    and its paired comparisons are in Table 1, not left out as 'no such pairs'."""
+    import json
+    from pathlib import Path
+
+    from faceattr.report import TABLE1_QUESTIONS, significance, table1
+
+    ev = json.loads((Path(__file__).parents[1] / "results/dlib_utkface/metrics/evaluate_embedding.json").read_text())
+    table = table1(ev, 2)
+    assert "| dlib_resnet | dlib's (7,485 people, about 3 million faces) | 91.70 ± 0.00" in table
+    assert "| dlib_resnet | none | 85.79" in table
+    lines = significance(ev, 2, TABLE1_QUESTIONS)
+    assert len(lines) == 3 and all("*dlib pretraining vs none*" in line for line in lines)

@@ -41,7 +41,13 @@ PAPER2 = {"ensemble": (91.3, 96.5), "resnet": (90.0, 96.5), "attentional CNN": (
 PAPER3_CELEBA_MEAN_ACC = 87.0  # LNet+ANet, CelebA official test partition
 PAPER_PRETRAIN_SCALE = "10,575 people and 494,414 images"  # CASIA-WebFace, the first paper's source
 CASIA_PEOPLE, CASIA_IMAGES = 10_575, 494_414
-PRETRAINING_LABEL = {"identity": "identity (this run's pretrain_identity)", "none": "none", "imagenet": "ImageNet"}
+TABLE1_QUESTIONS = ("identity pretraining", "imagenet pretraining", "dlib pretraining", "identity vs ImageNet")
+PRETRAINING_LABEL = {
+    "identity": "identity (this run's pretrain_identity)",
+    "none": "none",
+    "imagenet": "ImageNet",
+    "dlib": "dlib's (7,485 people, about 3 million faces)",
+}
 MAIN_TASKS = ("gender", "age", "landmarks")
 PERCENT = {"gender_acc", "age_cs5", "age_group_acc", "attr_acc"}
 METRIC_LABEL = {
@@ -111,6 +117,11 @@ def table1(ev: Mapping[str, Any], d: int, paper_header: Sequence[str] = PAPER_HE
     for (backbone, pre), (p_g, p_a) in PAPER_TABLE1.items():
         name = _variant(backbone, pre, MAIN_TASKS)
         rows.append([backbone, PRETRAINING_LABEL[pre], *_cells(ev, name, MAIN_METRICS, d), f"{p_g:.2f}", f"{p_a:.3f}"])
+    paper = {_variant(b, p, MAIN_TASKS) for b, p in PAPER_TABLE1}
+    for name in sorted(ev["variants"]):  # other trunks that ran on the same tasks (dlib_resnet): no paper row
+        backbone, pre, tasks = name.split("-", 2)
+        if tasks == "+".join(MAIN_TASKS) and name not in paper:
+            rows.append([backbone, PRETRAINING_LABEL.get(pre, pre), *_cells(ev, name, MAIN_METRICS, d), "", ""])
     return _table(["Architecture", "Pretraining", *MAIN_HEADER, *paper_header], rows)
 
 
@@ -424,7 +435,7 @@ def build_report(
         "",
         "Significance:",
         "",
-        *significance(ev, d, ("identity pretraining", "imagenet pretraining", "identity vs ImageNet")),
+        *significance(ev, d, TABLE1_QUESTIONS),
         "",
         "## Table 2: task sets (FaceResNet18, identity pretraining)",
         "",
