@@ -165,9 +165,18 @@ def agedb(root: Path, age_range: tuple[float, float]) -> tuple[pd.DataFrame, pd.
     return frame[~outside].reset_index(drop=True), pd.DataFrame(dropped, columns=["path", "reason"])
 
 
-def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A folder per identity (CASIA-WebFace, LFW): ``<root>/<identity>/<image>``."""
-    exts = {".jpg", ".jpeg", ".png", ".bmp"}
+def identity_folders(
+    root: Path,
+    exts: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"}),
+    named: re.Pattern[str] | None = None,
+    layout: str = "<folder>/<person>/<image>",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A folder per identity (CASIA-WebFace, LFW): ``<root>/<identity>/<image>``.
+
+    ``named``: a pattern the file name must match, its group ``name`` equal to the folder's
+    (LFW's ``<Name>_<NNNN>.jpg``); a file that does not is dropped as ``unparseable_name``.
+    ``layout`` says, in the error for a folder without any, what the source needs.
+    """
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
     rows, dropped = [], []
     for f in files:
@@ -175,14 +184,16 @@ def identity_folders(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if len(rel.parts) < 2:
             dropped.append((rel.as_posix(), "not_in_identity_folder"))
             continue
+        m = named.match(f.name) if named is not None else None
+        if named is not None and (m is None or m["name"] != rel.parts[-2]):
+            dropped.append((rel.as_posix(), "unparseable_name"))
+            continue
         row = manifest.empty_record(rel.as_posix())
         row["identity"] = rel.parts[-2]
         rows.append(row)
     if not rows:
         top = f"; {len(dropped)} images lie at its top level, outside any identity folder" if dropped else ""
-        raise FileNotFoundError(
-            f"no images in identity folders under '{root}'{top}: this source needs <folder>/<person>/<image>"
-        )
+        raise FileNotFoundError(f"no images in identity folders under '{root}'{top}: this source needs {layout}")
     return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
 
 
@@ -197,25 +208,8 @@ def lfw(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     A file whose name does not read ``<its folder>_<four digits>.jpg`` is dropped as
     ``unparseable_name``, one outside a person's folder as ``not_in_identity_folder``.
     """
-    files = sorted(p for p in root.rglob("*.jpg") if p.is_file())
-    rows, dropped = [], []
-    for f in files:
-        rel = f.relative_to(root)
-        if len(rel.parts) < 2:
-            dropped.append((rel.as_posix(), "not_in_identity_folder"))
-            continue
-        m = LFW_NAME.match(f.name)
-        if m is None or m["name"] != rel.parts[-2]:
-            dropped.append((rel.as_posix(), "unparseable_name"))
-            continue
-        row = manifest.empty_record(rel.as_posix())
-        row["identity"] = m["name"]
-        rows.append(row)
-    if not rows:
-        raise FileNotFoundError(
-            f"no LFW images (<Name>/<Name>_<NNNN>.jpg) under '{root}': extract lfw-deepfunneled.tgz there"
-        )
-    return pd.DataFrame(rows), pd.DataFrame(dropped, columns=["path", "reason"])
+    layout = "<Name>/<Name>_<NNNN>.jpg (extract lfw-deepfunneled.tgz there)"
+    return identity_folders(root, frozenset({".jpg"}), LFW_NAME, layout)
 
 
 RECORDIO_MAGIC = 0xCED7230A
