@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# How transfer grows with the identity set (issue 21): one `dvc exp run` per pretraining point, all
+# fine-tuned the same way on the same images (the same split, the same `none` runs, paired on the
+# same test items), 3 seeds each. Run it in a clone of this repository beside ../shared, with the
+# project installed (README, set-up), from the clone's root:
+#
+#   bash experiments/transfer_scale.sh utkface      # gender + age + landmarks on all of UTKFace
+#   bash experiments/transfer_scale.sh celeba       # CelebA's 40 attributes, official partition
+#
+# Each point's aggregates (metrics, report, pretraining curve, params, dvc.lock) are copied to
+# $OUT/<target>/<point>/ (default results/transfer_scale/runs), its trunk to $TRUNKS/<point>.pt
+# (outside the repository: a checkpoint made from the data, never committed) for the probes.
+# A point whose folder holds `done` is skipped, so a stopped script resumes at the point it was
+# in; inside a point, DVC skips finished stages and the fine-tuning matrix reuses finished runs
+# (the `none` runs train once, in the first point, and are reused by every later one).
+set -euo pipefail
+
+target=${1:?usage: transfer_scale.sh utkface|celeba [point ...]}
+shift
+out=${OUT:-results/transfer_scale/runs}/$target
+trunks=${TRUNKS:-../transfer_scale_trunks}
+mkdir -p "$out" "$trunks"
+
+case $target in
+  utkface)
+    finetune=( $(faceattr preset utkface) )
+    tasks=gender+age+landmarks ;;
+  celeba)
+    finetune=( $(faceattr preset celeba) )          # official partition
+    tasks=attributes ;;
+  *) echo "transfer_scale.sh: unknown target '$target' (utkface | celeba)" >&2; exit 2 ;;
+esac
+matrix=( -S "finetune_multitask.variants=[face_resnet18-identity-$tasks,face_resnet18-none-$tasks]"
+         -S 'finetune_multitask.seeds=[0,1,2]' )
+
+# The pretraining points: name, then the params that make it. LFW at 8 epochs (its held-out
+# verification plateaued from epoch 6 at 1,344 people: results/lfw_identities_e2e), CelebA's 112
+# people with cpu_real's 30 epochs (its verification was still rising at 8).
+point_params() {
+  case $1 in
+    lfw1680) echo "$(faceattr preset lfw_identities) -S pretrain_identity.optim.epochs=8" ;;
+    lfw400) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=400 -S pretrain_identity.optim.epochs=8" ;;
+    lfw100) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=100 -S pretrain_identity.optim.epochs=8" ;;
+    celeba112) echo "$(faceattr preset celeba_identities) $(faceattr preset cpu_real)" ;;
+    *) echo "transfer_scale.sh: unknown point '$1' (lfw1680 | lfw400 | lfw100 | celeba112)" >&2; return 2 ;;
+  esac
+}
+
+points=( "$@" )
+[ ${#points[@]} -gt 0 ] || points=( lfw1680 lfw100 lfw400 celeba112 )
+for point in "${points[@]}"; do
+  params=$(point_params "$point")
+  if [ -f "$out/$point/done" ]; then
+    echo "== $target/$point: done, skipped"
+    continue
+  fi
+  echo "== $target/$point: $(date -u +%FT%TZ)"
+  git checkout HEAD -- params.yaml            # each point starts from the committed params
+  start=$(date +%s)
+  # shellcheck disable=SC2086  # the presets are words
+  dvc exp run -n "ts-$target-$point" $params "${finetune[@]}" "${matrix[@]}"
+  wall=$(( $(date +%s) - start ))
+  dest=$out/$point
+  rm -rf "$dest" && mkdir -p "$dest"
+  cp -r metrics reports params.yaml dvc.lock "$dest"/
+  cp plots/pretrain_identity.csv "$dest"/ 2>/dev/null || true
+  cp models/pretrain_identity/trunk.pt "$trunks/$point.pt"
+  {
+    echo "command: dvc exp run -n ts-$target-$point $params ${finetune[*]} ${matrix[*]}"
+    echo "commit: $(git rev-parse HEAD)"
+    echo "wall_s: $wall"
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
+    echo "finished: $(date -u +%FT%TZ)"
+  } > "$dest/RUN.txt"
+  touch "$dest/done"
+  git checkout HEAD -- params.yaml
+done
