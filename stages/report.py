@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--attention", required=True, help="folder of attention-map figures from evaluate")
     p.add_argument("--split-metrics", required=True, help="split stage's metrics JSON (what the split groups by)")
     p.add_argument("--align-metrics", required=True, help="the fine-tuning role's align metrics JSON")
+    p.add_argument("--probe", default="", help="probe stage's JSON (the linear-probe section); empty: none")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "report", ReportConfig)
     datasets = load_section(args.params, "datasets", DatasetsConfig)
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             data,
             Path(args.attention),
             read_curve(Path(args.pretrain_curve)),
+            read_json(args.probe) if args.probe else None,
         )
         write_offline_template(Path(args.vega_template))
         write_dvc_curves(mean_curves(curves), Path(args.dvc_curves))

@@ -48,6 +48,7 @@ def tiny_params(tmp: Path) -> Path:
     params["finetune_multitask"]["variants"] = TINY_VARIANTS
     params["finetune_multitask"]["seeds"] = TINY_SEEDS
     params["evaluate"]["bootstrap"] = 200
+    params["probe"]["bootstrap"] = 200
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -157,6 +158,19 @@ def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
             str(p["predictions"]),
         ]
     )
+    load_stage("probe").main(
+        [
+            *a,
+            "--store",
+            str(p["store"]),
+            "--split",
+            str(p["split.csv"]),
+            "--identity",
+            str(trunk),
+            "--out",
+            str(p["metrics"] / "probe.json"),
+        ]
+    )
     load_stage("export").main(
         [
             *a,
@@ -201,6 +215,8 @@ def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
             str(p["metrics"] / "split.json"),
             "--align-metrics",
             str(p["metrics"] / "align_finetune.json"),
+            "--probe",
+            str(p["metrics"] / "probe.json"),
         ]
     )
     return p

@@ -454,6 +454,29 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    l2_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths (C; ridge alpha = 1/C), chosen on val
+    l1_path: int = 16  # points of the L1-sparse probe's path, C log-spaced from l1_min_c to l1_max_c
+    l1_min_c: float = 0.001
+    l1_max_c: float = 10.0
+    share: float = 0.95  # sparse probe: fewest units reaching this share of the full probe (validation)
+    bootstrap: int = 2000  # resamples of the test clusters for the probes' CIs
+    confidence: float = 0.95
+    max_train: int = 0  # 0: every training crop; else a seeded subset of about this many
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.l2_grid or any(c <= 0 for c in self.l2_grid):
+            raise ValueError("l2_grid needs one or more positive values")
+        if self.l1_path < 2 or not 0 < self.l1_min_c < self.l1_max_c:
+            raise ValueError("l1_path must be >= 2 and 0 < l1_min_c < l1_max_c")
+        if not 0 < self.share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        if self.bootstrap < 100 or not 0.5 < self.confidence < 1:
+            raise ValueError("bootstrap must be >= 100 and confidence in (0.5, 1)")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     title: str = "faceattr report"
     decimals: int = 2
@@ -478,6 +501,7 @@ SECTIONS: dict[str, type] = {
     "pretrain_identity": PretrainIdentityConfig,
     "finetune_multitask": FinetuneConfig,
     "evaluate": EvaluateConfig,
+    "probe": ProbeConfig,
     "report": ReportConfig,
     "export": ExportConfig,
 }

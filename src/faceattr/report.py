@@ -396,6 +396,7 @@ def build_report(
     data: Mapping[str, Any],
     attention_dir: Path | None = None,
     pretrain_curve: Sequence[Mapping[str, float]] = (),
+    probe: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the Markdown report and its figures.
 
@@ -453,6 +454,8 @@ def build_report(
         lines += ["## Other comparisons", "", *significance(ev, d, others), ""]
     lines += _paper2_section(ev, figures_dir, out_md, d, attention_dir)
     lines += _attribute_section(ev, d)
+    if probe:
+        lines += probe_section(probe, d)
     main = next(
         (
             v
@@ -479,6 +482,82 @@ def build_report(
     lines += [_link(p, out_md) for p in plot_curves(full, figures_dir)]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _probe_cell(task: Mapping[str, Any], d: int) -> str:
+    full = task.get("full")
+    if full is None:
+        return "n/a"
+    percent = task["metric"] == "acc"
+    lo, hi = full["ci"]
+    return f"{_fmt(full['test'], d, percent)} [{_fmt(lo, d, percent)}, {_fmt(hi, d, percent)}]"
+
+
+def _units_cell(task: Mapping[str, Any]) -> str:
+    sparse = task.get("sparse")
+    if not sparse:
+        return ""
+    acc, gain = sparse["of_accuracy"], sparse["of_gain"]
+    return f"{'—' if acc is None else acc['units']} / {'—' if gain is None else gain['units']}"
+
+
+def probe_section(probe: Mapping[str, Any], d: int) -> list[str]:
+    """What each frozen trunk already knows (the probe stage): the full linear probe's test score
+    with its CI, and the units an L1-sparse probe needs, per task and trunk."""
+    probed = {n: t for n, t in probe["trunks"].items() if t["status"] == "probed"}
+    lines = [
+        "## What a frozen trunk already knows (linear probes)",
+        "",
+        f"Each trunk the variants start from, frozen: its features of the {probe['images']['train']} training crops "
+        "standardised, a logistic (gender, attributes) or ridge (age) probe with its L2 strength chosen on the "
+        f"{probe['images']['val']} validation crops, scored on the {probe['images']['test']} test crops (95 % "
+        f"cluster-bootstrap CI, clusters: {probe['cluster_unit']}). `none` is the random initialisation the "
+        "trunks from scratch start from: the floor an embedding must clear.",
+        "",
+    ]
+    for name, t in probe["trunks"].items():
+        if t["status"] != "probed":
+            lines.append(f"- `{name}`: **not run**: {_short_reason(t.get('reason', ''))}")
+    if len(probed) < len(probe["trunks"]):
+        lines.append("")
+    if not probed:
+        return lines
+    named = sorted({k for t in probed.values() for k in t["tasks"]})
+    tasks = [k for k in ("gender", "age") if k in named] + [k for k in named if k not in ("gender", "age")]
+    base = next(iter(probed.values()))["tasks"]
+    rows = []
+    for task in tasks:
+        first = base.get(task, {})
+        unit = "%" if first.get("metric") == "acc" else "MAE"
+        majority = first.get("majority", {}).get("test")
+        rows.append(
+            [
+                f"{task} ({unit})",
+                _fmt(majority, d, unit == "%"),
+                *(_probe_cell(t["tasks"][task], d) if task in t["tasks"] else "" for t in probed.values()),
+            ]
+        )
+    lines += [
+        _table(["Task (test)", "Majority / mean", *(f"`{n}`" for n in probed)], rows),
+        "",
+        f"**Sparse probes** (L1 logistic, along a path of strengths): the fewest units of the embedding whose probe "
+        f"reaches {probe['share'] * 100:.0f} % of the full probe's validation accuracy / {probe['share'] * 100:.0f} % "
+        "of its gain over the training majority (— : no point of the path does; 0: the majority already does). "
+        "The third paper found attributes live in a few units.",
+        "",
+    ]
+    binary = [k for k in tasks if base.get(k, {}).get("kind") == "binary"]
+    features = ", ".join(f"`{n}` {t['features']}" for n, t in probed.items())
+    lines += [
+        _table(
+            ["Task", *(f"`{n}`" for n in probed)],
+            [[k, *(_units_cell(t["tasks"].get(k, {})) for t in probed.values())] for k in binary],
+        ),
+        "",
+        f"Units per trunk: {features}.",
+        "",
+    ]
+    return lines
 
 
 def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, d: int) -> list[str]:
