@@ -30,8 +30,10 @@ case $target in
     tasks=attributes ;;
   *) echo "transfer_scale.sh: unknown target '$target' (utkface | celeba)" >&2; exit 2 ;;
 esac
+# A claim about a method (pretraining on N people), so its intervals resample the seeds as well as
+# the test clusters (evaluate.interval: seeds_and_clusters).
 matrix=( -S "finetune_multitask.variants=[face_resnet18-identity-$tasks,face_resnet18-none-$tasks]"
-         -S 'finetune_multitask.seeds=[0,1,2]' )
+         -S 'finetune_multitask.seeds=[0,1,2]' -S evaluate.interval=seeds_and_clusters )
 
 # The pretraining points: name, then the params that make it. LFW at 8 epochs (its held-out
 # verification plateaued from epoch 6 at 1,344 people: results/lfw_identities_e2e), CelebA's 112
