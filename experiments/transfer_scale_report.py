@@ -186,7 +186,11 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
             label_of = {"lfw": "LFW people", "celeba": "CelebA people"}
             ax.errorbar(x, y, yerr=err, fmt=marker, capsize=4, label=label_of[source])
         ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(CASIA["people"], color="grey", ls=":", label="CASIA-WebFace (the first paper)")
         ax.set_xscale("log")
+        ticks = sorted({r["people"] for r in rs if r["people"]} | {CASIA["people"]})
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("people the trunk was pretrained on (log)")
         ax.set_ylabel(f"Δ {label} vs from scratch" + (" (pp)" if percent else ""))
         ax.set_title(f"{target}: {label}")
