@@ -15,7 +15,7 @@ from faceattr.io import write_json
 from faceattr.profile import phase
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
-from faceattr.tracking import RUN_LINK, Run, linked_run, tracked_run
+from faceattr.tracking import RUN_LINK, Run, linked_run, times_kept, tracked_run, variant_run
 from faceattr.train.loop import bf16, precision_name
 
 log = logging.getLogger("faceattr.stages.evaluate")
@@ -28,6 +28,21 @@ def _restore(run: Run, model_dir: Path) -> None:
         m = json.loads(meta.read_text())
         run.log_params({**m.get("params", {}), "variant": m.get("variant"), "seed": m.get("seed")})
         run.log_artifact(meta)
+
+
+def log_variant_runs(results: dict, run_ids: dict[str, str], params: dict[str, str]) -> None:
+    """One ``faceattr-variants`` run per evaluated variant: mean and std over seeds of each test
+    metric, named by the variant, its seeds' fine-tuning runs as a tag."""
+    for variant, stats in results["variants"].items():
+        if stats.get("status") != "ok":
+            continue
+        children = {r: run_ids[r] for r in results["runs"] if r.rsplit("-s", 1)[0] == variant and r in run_ids}
+        metrics = {}
+        for metric, st in stats.items():
+            if isinstance(st, dict) and "mean" in st:
+                metrics[f"test_{metric}"] = st["mean"]
+                metrics[f"test_{metric}_std"] = st["std"]
+        variant_run(variant, children, metrics, params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -64,18 +79,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracker.log_metrics(summary)
 
         models = Path(args.models)
-        run_ids = {}  # run -> its logged model's URI
+        run_ids, model_uris = {}, {}  # run -> its MLflow run id, its logged model's URI
         for name, by_split in results["runs"].items():  # test metrics join the run that trained the model
             with phase("tracking"):
-                flat = {f"{s}_{k}": v for s, m in by_split.items() for k, v in m.items()}
+                # test only: the validation curve is the run's own, logged per epoch while it trained
                 linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
-                linked.log_metrics(flat)
+                linked.log_metrics({f"test_{k}": v for k, v in by_split.get("test", {}).items()})
+                if linked.run_id:
+                    run_ids[name] = linked.run_id
                 if linked.active and (models / name / "model.pt").is_file():
-                    run_ids[name] = log_model(linked.run_id, models / name)
+                    with times_kept(linked):
+                        model_uris[name] = log_model(linked.run_id, models / name)
+        with phase("tracking"):
+            log_variant_runs(results, run_ids, {"precision_used": precision_name(half)})
         for task_set, (name, metric) in best_on_validation(results["runs"]).items():
-            if name in run_ids:
+            if name in model_uris:
                 with phase("tracking"):
-                    version = register(run_ids[name], f"faceattr-{task_set}")
+                    description = (
+                        f"faceattr's {task_set} model: run {name}, the best of the evaluated runs with these tasks on "
+                        f"validation {metric} (the export stage picks the same way). Chosen on validation, never on "
+                        "test: the report's tables rank variants by their test means over seeds, so the variant best "
+                        "there can differ from this one."
+                    )
+                    version = register(model_uris[name], f"faceattr-{task_set}", description)
                 log.info(
                     "registered %s as faceattr-%s version %s (best validation %s)", name, task_set, version, metric
                 )

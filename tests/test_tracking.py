@@ -26,7 +26,7 @@ def store(tmp_path, monkeypatch):
 
 
 def _runs(client, stage: str):
-    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    exp = client.get_experiment_by_name(tracking.experiment_of(stage))
     return client.search_runs([exp.experiment_id], f"tags.`faceattr.stage` = '{stage}'")
 
 
@@ -39,6 +39,7 @@ def test_run_records_params_curves_and_tags(store, tmp_path) -> None:
         run.log_artifact(artifact)
     (found,) = _runs(store, "finetune_multitask")
     assert found.info.status == "FINISHED"
+    assert found.info.run_name == "v1"  # the variant alone: the runs table's name column is narrow
     assert found.data.params["optim.lr"] == "0.001"
     assert found.data.tags["faceattr.variant"] == "v1"
     assert found.data.metrics == {"val_age_mae": 7.5, "test.gender_acc": 0.9}
@@ -166,7 +167,7 @@ def test_store_lost_after_run_1_of_3_lets_all_3_runs_and_the_linked_runs_finish(
     assert caplog.text.count("stopped answering") == 1  # warned once
     missed = tracking.not_logged()
     assert "metrics at step 2" in next(iter(missed.values()))
-    assert {"finetune_multitask/v-s1", "finetune_multitask/v-s2"} <= set(missed)
+    assert {"v-s1", "v-s2"} <= set(missed)
     (found,) = _runs(store, "finetune_multitask")  # only run 1 reached the store
     assert [m.step for m in store.get_metric_history(found.info.run_id, "loss")] == [1]
 
@@ -223,16 +224,53 @@ def test_every_variant_has_test_metrics_and_a_model_after_a_commit_and_a_cache_r
         ]
     )
     exp = store.get_experiment_by_name(tracking.EXPERIMENT)
+    before = {r.info.run_id: r.info for r in _runs(store, "finetune_multitask")}
+    load_stage("evaluate").main(  # evaluated twice: the second finds the same runs (one variant run each)
+        [
+            *("--params", str(path), "--models", str(models), "--store", str(pipeline["store"])),
+            *("--split", str(pipeline["split.csv"]), "--out", str(tmp_path / "ev.json")),
+            *("--summary", str(tmp_path / "summary.json"), "--predictions", str(tmp_path / "pred")),
+        ]
+    )
     runs = {r.data.tags["faceattr.variant"]: r for r in _runs(store, "finetune_multitask")}
     assert set(runs) == {f"{v}-s0" for v in variants}
     assert runs[f"{variants[1]}-s0"].data.tags["faceattr.restored"] == "true"
     assert "faceattr.restored" not in runs[f"{variants[0]}-s0"].data.tags
-    for run in runs.values():
+    for name, run in runs.items():
         assert {"test_gender_acc", "test_age_mae", "test_landmark_nme"} <= set(run.data.metrics)
+        assert not any(
+            m.startswith("val_")
+            and m not in ("val_gender_acc", "val_age_mae", "val_landmark_nme", "val_age_cs5", "val_loss")
+            for m in run.data.metrics
+        )
+        # evaluate adds no point to a validation curve: every point is an epoch of training (steps >= 1)
+        assert all(m.step >= 1 for m in store.get_metric_history(run.info.run_id, "val_gender_acc"))
+        # logging the model into the finished run left its status and end time (its duration) as they were
+        assert run.info.status == "FINISHED"
+        if run.info.run_id in before:  # (a restored run is recreated by each evaluate)
+            assert run.info.end_time == before[run.info.run_id].end_time
         logged = store.search_logged_models([exp.experiment_id], filter_string=f"source_run_id='{run.info.run_id}'")
-        assert len(logged) == 1 and logged[0].name == "model"
-    (version,) = store.search_model_versions("name='faceattr-gender+age+landmarks'")
+        assert logged and {m.name for m in logged} == {name.replace("+", "_")}  # named by its run, not "model"
+    (version,) = store.search_model_versions("name='faceattr-gender+age+landmarks'")[:1]
     assert version.run_id in {r.info.run_id for r in runs.values()}
+    registered = store.get_registered_model("faceattr-gender+age+landmarks")
+    assert "validation" in registered.description and "test" in registered.description
+    stages = store.get_experiment_by_name(tracking.STAGES_EXPERIMENT)
+    (ev_run,) = store.search_runs([stages.experiment_id], "tags.`faceattr.stage` = 'evaluate'")[:1]
+    assert not (set(ev_run.data.metrics) & set(runs[f"{variants[0]}-s0"].data.metrics) - {"test_gender_acc"})
+    per_variant = store.get_experiment_by_name(tracking.VARIANTS_EXPERIMENT)
+    found = store.search_runs([per_variant.experiment_id])
+    names = [r.data.tags["faceattr.variant"] for r in found]
+    assert names.count(variants[0]) == 1, "the same seed runs evaluated again: the same variant run"
+    for r in found:
+        if r.data.tags["faceattr.variant"] != variants[0]:
+            continue
+        seed_run = runs[r.data.tags["faceattr.variant"] + "-s0"]
+        assert r.data.metrics["test_gender_acc"] == pytest.approx(seed_run.data.metrics["test_gender_acc"])
+        assert r.data.metrics["test_gender_acc_std"] == 0.0 and r.info.run_name.endswith("(1 seeds)")
+        assert json.loads(r.data.tags["faceattr.seed_runs"]) == {
+            f"{r.data.tags['faceattr.variant']}-s0": seed_run.info.run_id
+        }
     trained = runs[f"{variants[0]}-s0"].data.params
     assert trained["data.dataset"] == "synthetic_attributes" and trained["data.split_protocol"] == "identity"
 
@@ -267,6 +305,9 @@ def test_matrix_trains_only_new_runs_and_keeps_their_mlflow_runs(store, pipeline
     first, state = run_ids(), ckpt / f"{variants[0]}-s0.pt"
     trained_at, (weights, _) = state.stat().st_mtime_ns, load_checkpoint(models / f"{variants[0]}-s0" / "model.pt")
     assert len(_runs(store, "finetune_multitask")) == 2
+    (not_run,) = [r for r in _runs(store, "finetune_multitask") if r.info.run_id == first[f"{variants[1]}-s0"]]
+    assert not_run.info.status == "KILLED" and not_run.data.tags["faceattr.status"] == "not run"  # not "Finished"
+    assert not_run.data.params["accel.channels_last"] == "False"  # what it came to on the CPU, not what was asked
     shutil.rmtree(models)  # what DVC does to a stage's outputs before it runs the stage again
     stage.main(argv)
     assert run_ids() == first and state.stat().st_mtime_ns == trained_at, "nothing retrained, the same runs"

@@ -9,6 +9,7 @@ with a message; an image without a face gets its row with ``status`` ``no_face``
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def log_model(run_id: str, model_dir: Path) -> str:
     mlflow.set_tracking_uri(tracking_uri())
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
+            name=model_name(model_dir.name),
             python_model=_python_model(),
             artifacts={"checkpoint": str(model_dir / "model.pt"), "meta": str(model_dir / "meta.json")},
             signature=signature(meta),
@@ -106,12 +107,23 @@ def log_model(run_id: str, model_dir: Path) -> str:
     return info.model_uri
 
 
-def register(model_uri: str, name: str) -> str:
-    """Register the logged model ``model_uri`` under ``name``; returns the new version."""
+def model_name(run: str) -> str:
+    """A logged model's name: its run's (``<variant>-s<seed>``), in the characters MLflow takes."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run) or MODEL_NAME
+
+
+def register(model_uri: str, name: str, description: str = "") -> str:
+    """Register the logged model ``model_uri`` under ``name``, the registered model and the new
+    version described by ``description``; returns the new version."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from faceattr.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     version = mlflow.register_model(model_uri, name)
+    if description:
+        client = MlflowClient(tracking_uri())
+        client.update_registered_model(name, description=description)
+        client.update_model_version(name, version.version, description=description)
     return str(version.version)

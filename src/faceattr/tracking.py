@@ -35,7 +35,9 @@ from faceattr.distributed import current
 from faceattr.profile import phase
 
 log = logging.getLogger(__name__)
-EXPERIMENT = "faceattr"
+EXPERIMENT = "faceattr"  # fine-tuning runs, one per variant and seed
+VARIANTS_EXPERIMENT = "faceattr-variants"  # one run per variant: mean and std over its seeds (evaluate)
+STAGES_EXPERIMENT = "faceattr-stages"  # every other stage's runs
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow's UI opens an experiment of this kind on its runs table (3.x otherwise guesses GenAI)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -142,6 +144,7 @@ class Run:
         self.name = name  # set on a run that was never created because the store was down
         self.epoch = 0  # the last epoch logged by ``log_curve``
         self.missed: list[str] = []
+        self.final_status = "FINISHED"  # how ``tracked_run`` ends a run that returns (KILLED: not run)
 
     @property
     def active(self) -> bool:
@@ -237,18 +240,23 @@ def _client_for(uri: str, cwd: str) -> Any:
     return MlflowClient(uri)
 
 
-def _experiment_id(client: Any) -> str:
-    """The project's experiment, created as (or marked) a model-training experiment."""
-    exp = client.get_experiment_by_name(EXPERIMENT)
+def experiment_of(stage: str) -> str:
+    """The experiment a stage's runs go to: fine-tuning runs to ``faceattr``, the rest apart."""
+    return EXPERIMENT if stage == "finetune_multitask" else STAGES_EXPERIMENT
+
+
+def _experiment_id(client: Any, name: str = EXPERIMENT) -> str:
+    """The experiment ``name``, created as (or marked) a model-training experiment."""
+    exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(EXPERIMENT, tags=EXPERIMENT_KIND)
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
     for key, value in EXPERIMENT_KIND.items():
         if exp.tags.get(key) != value:
             client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
 
 
-def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
+def _start(stage: str, name: str, tags: Mapping[str, str], experiment: str | None = None) -> Run:
     """Create the run, or raise ``TrackingUnavailable`` with one line a user can act on.
 
     Once the store has answered in this process, a failure is an outage, not a wrong URI: the run
@@ -258,7 +266,7 @@ def _start(stage: str, name: str, tags: Mapping[str, str]) -> Run:
         return Run(name=name)
     try:
         client = _client()
-        experiment_id = _experiment_id(client)
+        experiment_id = _experiment_id(client, experiment or experiment_of(stage))
         run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
     except Exception as err:
         if OUTAGE.answered:
@@ -283,7 +291,8 @@ def _reopen(run_id: str) -> Run | None:
         found = client.get_run(run_id)
     except Exception:
         return None
-    if found.info.status != "FINISHED" or found.info.lifecycle_stage != "active":
+    not_run = found.info.status == "KILLED" and found.data.tags.get("faceattr.status") == "not run"
+    if (found.info.status != "FINISHED" and not not_run) or found.info.lifecycle_stage != "active":
         return None
     OUTAGE.answered = True
     return Run(client, run_id, reopened=True)
@@ -315,8 +324,10 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     reopen: str | None = None,
 ) -> Iterator[Run]:
-    """Start a run for ``stage`` (and ``variant``), log ``params``; end it FINISHED, KILLED
-    (SIGTERM, SIGINT: tagged with the epoch reached) or FAILED.
+    """Start a run for ``stage`` (and ``variant``), log ``params``; end it FINISHED (or the run's
+    ``final_status``: KILLED for a run marked not run), KILLED (SIGTERM, SIGINT: tagged with the
+    epoch reached) or FAILED. A fine-tuning run is named by its variant alone (``<variant>-s<seed>``:
+    the runs table's name column is narrow); any other run ``<stage>/<variant>``.
 
     ``tags`` are extra run tags (a fine-tuning run's seed and variant without the seed, so the
     MLflow UI can group a variant's seeds). ``reopen`` is the id of a finished run whose result
@@ -342,7 +353,7 @@ def tracked_run(
     if variant:
         run_tags["faceattr.variant"] = variant
     run_tags.update(tags or {})
-    name = f"{stage}/{variant}" if variant else stage
+    name = (variant if stage == "finetune_multitask" else f"{stage}/{variant}") if variant else stage
     with phase("tracking"):
         tracker = _start(stage, name, run_tags)
         tracker.log_params(params)
@@ -360,7 +371,53 @@ def tracked_run(
             tracker.end("FAILED")
             raise
     with phase("tracking"):
-        tracker.end("FINISHED")
+        tracker.end(tracker.final_status)
+
+
+@contextmanager
+def times_kept(run: Run) -> Iterator[None]:
+    """Log into a finished run (a model, by ``mlflow.start_run(run_id=...)``) without changing its
+    status and end time: reopening a run ends it again *now*, so a 50-s training read as 20 min."""
+    if not run.active or run.run_id is None:
+        yield
+        return
+    info = run._call("run info", lambda: run._client.get_run(run.run_id).info)
+    yield
+    if info is not None:
+        run._call("status", lambda: run._client.set_terminated(run.run_id, info.status, end_time=info.end_time))
+
+
+def variant_run(
+    variant: str, children: Mapping[str, str], metrics: Mapping[str, float], params: Mapping[str, Any]
+) -> Run:
+    """The ``faceattr-variants`` run of ``variant``: the mean and std over its seeds of each test
+    metric, its seeds' fine-tuning run ids as tags. One run per variant and set of seed runs: an
+    evaluate that sees the same runs again logs into the same run instead of adding one."""
+    if not enabled() or OUTAGE.down is not None:
+        return Run()
+    key = f"{variant}:{','.join(sorted(children.values()))}"
+    client = _client()
+    experiment_id = _experiment_id(client, VARIANTS_EXPERIMENT)
+    found = client.search_runs([experiment_id], f"tags.`faceattr.children_key` = '{_quoted(key)}'", max_results=1)
+    if found:
+        run = Run(client, found[0].info.run_id)
+    else:
+        tags = {
+            "faceattr.stage": "evaluate",
+            "faceattr.variant": variant,
+            "faceattr.pipeline": git_commit(),
+            "faceattr.children_key": key,
+            "faceattr.seed_runs": json.dumps(children, sort_keys=True)[:5000],
+        }
+        run = _start("evaluate", f"{variant} ({len(children)} seeds)", tags, VARIANTS_EXPERIMENT)
+        run.log_params({**params, "variant": variant, "seeds": len(children)})
+    run.log_metrics(metrics)
+    run.end("FINISHED")
+    return run
+
+
+def _quoted(value: str) -> str:
+    return value.replace("'", "\\'")
 
 
 def data_provenance(params_file: str | Path, role: str, store: str | Path) -> dict[str, str]:
@@ -427,7 +484,7 @@ def linked_run(link: str | Path, name: str, restore: Callable[[Run], None]) -> R
         "faceattr.restored": "true",
         "faceattr.restored_from": recorded or "no run id (tracked off, or written before run links)",
     }
-    run = _start("finetune_multitask", f"finetune_multitask/{name}", tags)
+    run = _start("finetune_multitask", name, tags)
     if not run.active:  # the store stopped answering: nothing to restore into
         return run
     restore(run)

@@ -22,7 +22,7 @@ from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.tracking import RUN_LINK, tracked_run, write_run_link
 from faceattr.train.finetune import finetune, missing_weights, run_key, write_not_run
-from faceattr.train.loop import bf16, precision_name
+from faceattr.train.loop import bf16, nhwc, precision_name
 from faceattr.variants import Variant, run_name
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,11 @@ def train_run(
     """Train (or take from its finished resume state) one run and write its outputs; returns
     "trained", "reused" or "not run"."""
     name = run_name(variant.name, seed)
+    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")}
+    # what the accel switches came to on this device, not what was asked (channels-last is CUDA-only)
+    recipe["accel"] = {**recipe["accel"], "channels_last": nhwc(device, cfg.accel)}
     params = {
-        **{k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")},
+        **recipe,
         "variant": variant.name,
         "backbone": variant.backbone,
         "pretraining": variant.pretraining,
@@ -102,6 +105,7 @@ def train_run(
             log.error("%s not run: %s", name, reason)
             if fresh:
                 tracker.set_tags({"faceattr.status": "not run", "faceattr.reason": reason[:5000]})
+            tracker.final_status = "KILLED"  # not a green "Finished": nothing was trained
             if main_rank:
                 write_not_run(reason, paths.out, paths.resume, paths.metrics, paths.curve)
         else:
