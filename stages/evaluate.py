@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             with phase("tracking"):
                 # test only: the validation curve is the run's own, logged per epoch while it trained
                 linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
-                linked.log_metrics({f"test_{k}": v for k, v in by_split.get("test", {}).items()})
+                # rounded for the runs table's narrow columns; the exact values are evaluate.json's
+                linked.log_metrics({f"test_{k}": round(v, 5) for k, v in by_split.get("test", {}).items()})
                 if linked.run_id:
                     run_ids[name] = linked.run_id
                 if linked.active and (models / name / "model.pt").is_file():

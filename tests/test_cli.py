@@ -190,3 +190,57 @@ def test_publish_copies_aggregates_and_nothing_made_of_faces(tmp_path, capsys) -
     assert "attention-attn_cnn-s0: not published, it shows faces" in report
     assert main(["publish", str(dest), "--workspace", str(tmp_path / "nothing")]) == 1
     assert "reports/report.md' not found: run the pipeline" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_prints_its_address_once_it_answers_and_sigterm_stops_every_server_process(tmp_path) -> None:
+    """`faceattr ui` opens the project's store whatever the current folder, prints the runs table's
+    address only once the server answers, and SIGTERM to it leaves no mlflow, uvicorn or huey
+    process serving (before: the CLI did not pass the signal on and 12 processes kept serving)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    psutil = pytest.importorskip("psutil")
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faceattr.cli", "ui", "--port", str(port)],
+        cwd=project / "sub",
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stderr.readline()
+        assert f"sqlite:///{project.resolve()}/mlflow.db" in first, first  # the project's store, absolute
+        line = ""
+        while "MLflow UI: open" not in line:  # mlflow's own log lines come between
+            line = proc.stderr.readline()
+            assert line, "faceattr ui ended without printing the address"
+        assert f"http://127.0.0.1:{port}/#/experiments" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # it answers already
+            assert r.status == 200
+        serving = psutil.Process(proc.pid).children(recursive=True)
+        assert serving, "mlflow ui runs as a child"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        time.sleep(1)
+        alive = [p for p in serving if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

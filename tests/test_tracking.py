@@ -50,6 +50,13 @@ def test_run_records_params_curves_and_tags(store, tmp_path) -> None:
     assert [a.path for a in store.list_artifacts(found.info.run_id)] == ["note.txt"]
     exp = store.get_experiment_by_name(tracking.EXPERIMENT)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    view = json.loads(exp.tags["mlflow.sharedViewState.faceattr"])  # the runs table's default columns
+    assert view["selectedColumns"][:2] == ["metrics.`test_gender_acc`", "metrics.`test_age_mae`"]
+    assert "params.`seed`" in view["selectedColumns"]
+    from faceattr.cli import runs_page
+
+    page = runs_page("127.0.0.1", 5000)
+    assert page.endswith(f"/{exp.experiment_id}/runs?viewStateShareKey=faceattr&workflowType=machine_learning")
     assert "faceattr.params_hash" not in found.data.tags
 
 

@@ -1,4 +1,4 @@
-"""The ``faceattr`` command: conveniences around the pipeline (the stages themselves run via DVC).
+"""faceattr: conveniences around the pipeline (the stages themselves run via DVC: dvc repro).
 
 faceattr ui [--port 5000] [--host 127.0.0.1]   browse the MLflow runs of this project
 faceattr check-params [params.yaml]            parse every section; print the first problem
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,40 +20,91 @@ from faceattr.config import SECTIONS, ConfigError, load_params, parse
 from faceattr.tracking import tracking_uri
 
 
-def runs_page(host: str, port: int) -> str:
-    """The UI's runs table of the project's experiment (MLflow 3 otherwise opens its GenAI view)."""
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding dvc.yaml at or above ``start`` (the current folder), else ``start``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def runs_page(host: str, port: int, uri: str | None = None) -> str:
+    """The UI's runs table of the fine-tuning experiment in faceattr's shared view (test metrics,
+    seed, pretraining and tasks as columns, sorted by test gender accuracy); MLflow 3 otherwise
+    opens its GenAI view, and shows no metric column."""
     base = f"http://{host}:{port}/#/experiments"
     try:
         from mlflow.tracking import MlflowClient
 
         from faceattr.tracking import EXPERIMENT
 
-        exp = MlflowClient(tracking_uri()).get_experiment_by_name(EXPERIMENT)
+        exp = MlflowClient(uri or tracking_uri()).get_experiment_by_name(EXPERIMENT)
     except Exception:  # no store yet: the experiments list
         exp = None
-    page = f"{base}/{exp.experiment_id}/runs" if exp is not None else base
-    sort = "&orderByKey=metrics.%60test_gender_acc%60&orderByAsc=false" if exp is not None else ""
-    return f"{page}?workflowType=machine_learning{sort}"
+    if exp is None:
+        return f"{base}?workflowType=machine_learning"
+    from faceattr.tracking import VIEW_KEY
+
+    shared = f"viewStateShareKey={VIEW_KEY}&" if f"mlflow.sharedViewState.{VIEW_KEY}" in exp.tags else ""
+    return f"{base}/{exp.experiment_id}/runs?{shared}workflowType=machine_learning"
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except Exception:
+        return False
 
 
 def _ui(args: argparse.Namespace) -> int:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri(),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    print(f"MLflow UI for {tracking_uri()}: open {runs_page(args.host, args.port)} (Ctrl-C to stop)", file=sys.stderr)
+    """Serve the MLflow UI; print its address once it answers; pass Ctrl-C and SIGTERM on to the
+    server's whole process group (mlflow ui starts uvicorn workers and huey consumers), so that
+    stopping `faceattr ui` stops all of them."""
+    import signal
+    import time
+
+    from faceattr.tracking import absolute_uri
+
+    uri = absolute_uri(tracking_uri(), project_root())
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI for {uri}: starting on {args.host}:{args.port} ...", file=sys.stderr)
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group, signalled as one
+
+    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    previous = signal.signal(signal.SIGTERM, lambda n, f: (stop(), sys.exit(143)))
     try:
-        return subprocess.call(cmd)
+        local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        deadline = time.monotonic() + args.wait
+        while proc.poll() is None and not _answers(f"http://{local}:{args.port}/health"):
+            if time.monotonic() > deadline:
+                print(f"error: the MLflow UI did not answer within {args.wait} s", file=sys.stderr)
+                stop()
+                return 1
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            print(f"error: mlflow ui exited ({proc.returncode}); is port {args.port} in use?", file=sys.stderr)
+            return proc.returncode or 1
+        print(f"MLflow UI: open {runs_page(args.host, args.port, uri)} (Ctrl-C to stop)", file=sys.stderr)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_params(args: argparse.Namespace) -> int:
@@ -222,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ui = sub.add_parser("ui", help="MLflow UI over this project's tracking store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the server to answer")
     ui.set_defaults(func=_ui)
     check = sub.add_parser("check-params", help="validate a params file")
     check.add_argument("params", nargs="?", default="params.yaml")

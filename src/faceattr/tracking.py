@@ -49,6 +49,31 @@ HTTP_DEFAULTS = {
 }
 RUN_LINK = "mlflow_run.json"  # written by finetune_multitask beside its checkpoint
 
+# The runs table's default columns, as an MLflow shared view (an experiment tag the UI reads when its
+# address carries ``viewStateShareKey``; ``faceattr ui`` prints that address): without it MLflow
+# shows no metric column at all. Per experiment: the test metrics first, then what names a row.
+VIEW_KEY = "faceattr"
+TEST_METRICS = ("test_gender_acc", "test_age_mae", "test_landmark_nme", "test_attr_acc")
+DEFAULT_VIEWS = {
+    EXPERIMENT: [
+        *(f"metrics.`{m}`" for m in TEST_METRICS),
+        *(f"params.`{p}`" for p in ("seed", "pretraining", "tasks", "backbone")),
+    ],
+    VARIANTS_EXPERIMENT: [
+        *(f"metrics.`{m}{s}`" for m in TEST_METRICS[:3] for s in ("", "_std")),
+        "metrics.`test_attr_acc`",
+        "params.`seeds`",
+    ],
+}
+
+
+def default_view(experiment: str) -> str | None:
+    """The shared view (JSON) that the UI opens ``experiment`` with, sorted by test gender accuracy."""
+    columns = DEFAULT_VIEWS.get(experiment)
+    if columns is None:
+        return None
+    return json.dumps({"selectedColumns": columns, "orderByKey": "metrics.`test_gender_acc`", "orderByAsc": False})
+
 
 class TrackingUnavailable(ValueError):
     """The tracking store could not be reached when a stage started (a user error: exit 1)."""
@@ -67,6 +92,15 @@ def enabled() -> bool:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def absolute_uri(uri: str, root: Path) -> str:
+    """``uri`` with a relative SQLite path made absolute against ``root`` (the project), so a UI
+    started from a subfolder opens the project's store, not an empty one beside it."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    return prefix + str((root / uri[len(prefix) :]).resolve())
 
 
 def git_commit() -> str:
@@ -248,9 +282,13 @@ def experiment_of(stage: str) -> str:
 def _experiment_id(client: Any, name: str = EXPERIMENT) -> str:
     """The experiment ``name``, created as (or marked) a model-training experiment."""
     exp = client.get_experiment_by_name(name)
+    tags = dict(EXPERIMENT_KIND)
+    view = default_view(name)
+    if view is not None:
+        tags[f"mlflow.sharedViewState.{VIEW_KEY}"] = view
     if exp is None:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
-    for key, value in EXPERIMENT_KIND.items():
+        return client.create_experiment(name, tags=tags)
+    for key, value in tags.items():
         if exp.tags.get(key) != value:
             client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
