@@ -182,3 +182,19 @@ def test_params_yaml_is_the_one_source_of_defaults() -> None:
             assert f"missing key '{name}.{key}'" in str(err.value) or leaf in str(err.value), (key, err.value)
             checked += 1
     assert checked > 100
+
+
+def test_params_yaml_survives_dvcs_set_param_round_trip(tmp_path) -> None:
+    """`dvc exp run -S` rewrites params.yaml through Hydra: the committed file is in the form it
+    writes back, so a run that sets one key changes that line only and keeps every comment (before:
+    '""' became "''", flow lists became block lists and the comments inside `variants` were lost)."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    path.write_text(original)
+    apply_overrides(str(path), ["base.seed=0"])  # a value it already has
+    assert path.read_text() == original
+    apply_overrides(str(path), ["finetune_multitask.optim.lr=0.002"])
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and "lr: 0.002" in changed[0][1] and "#" in changed[0][1], changed
