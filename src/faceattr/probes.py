@@ -105,8 +105,12 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(x - mean) / std for x in (train, *others)]
 
 
-def _known(y: np.ndarray) -> np.ndarray:
-    return np.isfinite(y)
+def _labelled(
+    x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], groups: np.ndarray
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Each pool's (features, labels) of its labelled rows (train, val, test), and the test rows' clusters."""
+    known = {p: np.isfinite(y[p]) for p in POOLS}
+    return [(x[p][known[p]], y[p][known[p]]) for p in POOLS], groups[known["test"]]
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float, penalty: str) -> Any:
@@ -134,11 +138,7 @@ def probe_binary(
     x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], groups: np.ndarray, cfg: ProbeConfig
 ) -> dict[str, Any]:
     """Full (L2) and L1-sparse logistic probes of one binary task; accuracy in [0, 1]."""
-    known = {p: _known(y[p]) for p in POOLS}
-    xt, yt = x["train"][known["train"]], y["train"][known["train"]]
-    xv, yv = x["val"][known["val"]], y["val"][known["val"]]
-    xs, ys = x["test"][known["test"]], y["test"][known["test"]]
-    gs = groups[known["test"]]
+    ((xt, yt), (xv, yv), (xs, ys)), gs = _labelled(x, y, groups)
     majority = _majority(yt)
     result: dict[str, Any] = {
         "kind": "binary",
@@ -196,10 +196,7 @@ def probe_regression(
     """Ridge probe of a regression task (age); mean absolute error in the label's unit."""
     from sklearn.linear_model import Ridge
 
-    known = {p: _known(y[p]) for p in POOLS}
-    xt, yt = x["train"][known["train"]], y["train"][known["train"]]
-    xv, yv = x["val"][known["val"]], y["val"][known["val"]]
-    xs, ys = x["test"][known["test"]], y["test"][known["test"]]
+    ((xt, yt), (xv, yv), (xs, ys)), gs = _labelled(x, y, groups)
     mean = float(yt.mean()) if len(yt) else float("nan")
     result: dict[str, Any] = {
         "kind": "regression",
@@ -219,7 +216,7 @@ def probe_regression(
     assert best is not None
     val_full, c_full, model = best
     error = np.abs(model.predict(xs) - ys)
-    result["full"] = {"val": val_full, "C": c_full, **_scored(error, groups[known["test"]], cfg)}
+    result["full"] = {"val": val_full, "C": c_full, **_scored(error, gs, cfg)}
     result["status"] = "probed"
     return result
 
