@@ -10,9 +10,11 @@ from pathlib import Path
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
-from faceattr.evaluation import best_on_validation, evaluate_variants, summarise_results
+from faceattr.evaluation import evaluate_variants, headline, summarise_results
 from faceattr.io import write_json
+from faceattr.machine import describe_machine
 from faceattr.profile import phase
+from faceattr.selection import best_on_validation
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, times_kept, tracked_run, variant_run
@@ -28,6 +30,17 @@ def _restore(run: Run, model_dir: Path) -> None:
         m = json.loads(meta.read_text())
         run.log_params({**m.get("params", {}), "variant": m.get("variant"), "seed": m.get("seed")})
         run.log_artifact(meta)
+
+
+def write_variant_metrics(per_variant: dict[str, dict[str, float]], folder: Path) -> None:
+    """One small JSON per variant (``dvc metrics show`` prints one row each); files of variants
+    no longer evaluated are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.json"):
+        if stale.stem not in per_variant:
+            stale.unlink()
+    for name, row in per_variant.items():
+        write_json(row, folder / f"{name}.json")
 
 
 def log_variant_runs(results: dict, run_ids: dict[str, str], params: dict[str, str]) -> None:
@@ -51,14 +64,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--store", required=True, help="packed aligned-face store")
     p.add_argument("--split", required=True, help="split CSV")
     p.add_argument("--out", required=True, help="everything evaluated (JSON, read by report)")
-    p.add_argument("--summary", required=True, help="DVC metrics: per variant mean, std and CI of each metric")
+    p.add_argument("--summary", required=True, help="per variant mean, std and CI of each metric (JSON)")
+    p.add_argument("--headline", help="DVC metrics: the best mean per metric and the test set (JSON)")
+    p.add_argument("--variant-metrics", help="DVC metrics: folder of <variant>.json, its test means")
     p.add_argument("--predictions", required=True, help="folder for per-run test predictions and figures")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
     ft = load_section(args.params, "finetune_multitask", FinetuneConfig)
     device = pick_device()
     half = bf16(device, ft.accel)  # as training and validation ran on this machine
-    with tracked_run("evaluate", {**to_dict(cfg), "precision_used": precision_name(half)}) as tracker:
+    machine = describe_machine(device)
+    params = {**to_dict(cfg), "precision_used": precision_name(half), "machine": machine}
+    with tracked_run("evaluate", params) as tracker:
         with phase("evaluation"):
             results = evaluate_variants(
                 ft.variants,
@@ -73,9 +90,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 half,
             )
             results["protocol"]["fraction_budget"] = ft.fraction_budget  # what a data-efficiency point varies
+            results["protocol"]["machine"] = machine  # the report names it beside the precision
             write_json(results, args.out)
             summary = summarise_results(results)
         write_json(summary, args.summary)
+        best, per_variant = headline(results)
+        if args.headline:
+            write_json(best, args.headline)
+        if args.variant_metrics:
+            write_variant_metrics(per_variant, Path(args.variant_metrics))
         tracker.log_metrics(summary)
 
         models = Path(args.models)

@@ -6,6 +6,7 @@ runs: one process; finished runs with unchanged inputs are reused, see
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,21 @@ from faceattr.train.matrix import RunPaths, in_folders, train_run
 from faceattr.variants import parse_variant, run_name
 
 log = logging.getLogger("faceattr.stages.finetune_multitask")
+
+
+def eta(started: float, done: int, total: int) -> str:
+    """Elapsed time and, from the pace of the runs so far, the time the remaining runs will take
+    (a run reused from its finished state counts as done; a wider network's runs take longer)."""
+    if done == 0:
+        return ""
+    elapsed = time.monotonic() - started
+    left = elapsed / done * (total - done)
+    return f" ({_clock(elapsed)} elapsed, about {_clock(left)} left at this pace)"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -54,8 +70,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     provenance = data_provenance(args.params, "finetune", args.store)
     device = pick_device()
     done: Counter[str] = Counter()
+    started = time.monotonic()
     for i, ((variant, seed), paths) in enumerate(zip(runs, targets, strict=True), 1):
-        log.info("finetune_multitask run %d/%d: %s", i, len(runs), run_name(variant.name, seed))
+        log.info(
+            "finetune_multitask run %d/%d: %s%s",
+            i,
+            len(runs),
+            run_name(variant.name, seed),
+            eta(started, i - 1, len(runs)),
+        )
         outcome = train_run(
             cfg,
             variant,

@@ -11,6 +11,7 @@ from faceattr.data.pairs import pair_list_path
 from faceattr.device import pick_device
 from faceattr.distributed import init_distributed
 from faceattr.io import write_json, write_rows_csv
+from faceattr.machine import describe_machine
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
@@ -36,7 +37,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     pair_list = pair_list_path(Path(args.raw), source.pairs)
     info = init_distributed()  # one process unless started by torchrun
     device = pick_device()
-    params = {**to_dict(cfg), "seed": seed, "precision_used": precision_name(bf16(device, cfg.accel))}
+    params = {
+        **to_dict(cfg),
+        "seed": seed,
+        "precision_used": precision_name(bf16(device, cfg.accel)),
+        "machine": describe_machine(device),
+    }
     with tracked_run("pretrain_identity", params) as tracker:
         trunk, meta, history = pretrain_identity(
             cfg,

@@ -154,6 +154,10 @@ def run_pipeline(tmp: Path, params: Path) -> dict[str, Path]:
             str(p["metrics"] / "evaluate.json"),
             "--summary",
             str(p["metrics"] / "summary.json"),
+            "--headline",
+            str(p["metrics"] / "headline.json"),
+            "--variant-metrics",
+            str(p["metrics"] / "variants"),
             "--predictions",
             str(p["predictions"]),
         ]

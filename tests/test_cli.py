@@ -89,10 +89,14 @@ def test_check_params(tmp_path, capsys) -> None:
     assert "tasks must be distinct names" in capsys.readouterr().err
     # Table 1 must compare trunks of one size: a fine-tuning width other than the pretrained one is refused
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["finetune_multitask"]["width"] = params["pretrain_identity"]["width"] * 2
+    width = params["pretrain_identity"]["width"]
+    params["finetune_multitask"]["width"] = width * 2
     bad.write_text(yaml.safe_dump(params))
     assert main(["check-params", str(bad)]) == 1
-    assert "finetune_multitask.width (32) differs from pretrain_identity.width (16)" in capsys.readouterr().err
+    assert (
+        f"finetune_multitask.width ({2 * width}) differs from pretrain_identity.width ({width})"
+        in capsys.readouterr().err
+    )
     # params.yaml is the one source of defaults: a deleted key is named
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     del params["pretrain_identity"]["optim"]["epochs"]

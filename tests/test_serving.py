@@ -84,3 +84,21 @@ def test_mlflow_serves_the_registered_model_on_localhost(pipeline, tmp_path, mon
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_logging_a_model_prints_no_pickle_warning_and_no_progress_bars(pipeline, tmp_path, monkeypatch, capfd, caplog):
+    """evaluate logs 42 models: each printed MLflow's CloudPickle warning and two artifact progress
+    bars (126 lines of noise); both are silenced around faceattr's own model class."""
+    monkeypatch.setenv("FACEATTR_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    with tracking.tracked_run("finetune_multitask", {}, variant="quiet-s0") as run:
+        pass
+    capfd.readouterr()
+    with caplog.at_level("WARNING"):
+        uri = log_model(run.run_id, pipeline["models"] / "finetune" / f"{TINY_VARIANTS[0]}-s0")
+    out = capfd.readouterr()
+    assert uri.startswith("models:/")
+    assert "Downloading artifacts" not in out.err + out.out
+    assert not any("CloudPickle" in r.getMessage() for r in caplog.records)
+    assert "CloudPickle" not in out.err

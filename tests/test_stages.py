@@ -68,6 +68,17 @@ def test_pipeline_writes_every_declared_output(pipeline) -> None:
     summary = json.loads((m / "summary.json").read_text())
     assert summary["variants"][TINY_VARIANTS[0]]["age_mae"]["mean"] == full["age_mae"]["mean"]
     assert "resnet18-imagenet-gender" not in summary["variants"] and summary["images"] == ev["images"]["test"]
+    # the headline files dvc metrics show lists: one per variant that ran, test means in display units
+    rows = {f.stem: json.loads(f.read_text()) for f in (m / "variants").glob("*.json")}
+    assert set(rows) == {v for v, s in ev["variants"].items() if s["status"] == "ok"}
+    one = ev["variants"][TINY_VARIANTS[0]]
+    assert rows[TINY_VARIANTS[0]]["gender_acc"] == pytest.approx(100 * one["gender_acc"]["mean"], abs=0.005)
+    assert rows[TINY_VARIANTS[0]]["age_mae"] == pytest.approx(one["age_mae"]["mean"], abs=0.005)
+    assert rows[TINY_VARIANTS[0]]["seeds"] == len(one["age_mae"]["seeds"])
+    best = json.loads((m / "headline.json").read_text())
+    assert best["best"]["age_mae"] == min(r["age_mae"] for r in rows.values() if "age_mae" in r)
+    assert best["best"]["gender_acc"] == max(r["gender_acc"] for r in rows.values() if "gender_acc" in r)
+    assert best["test_images"] == ev["images"]["test"]
     predictions = (pipeline["predictions"] / f"{TINY_VARIANTS[0]}-s0.csv").read_text().splitlines()
     assert len(predictions) == 1 + ev["images"]["test"]
     # export: the validation-best run of the largest task set, as ONNX that matches PyTorch
@@ -407,7 +418,8 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
     )
     text = report.read_text()
     assert "Second paper" in text and "confusion.png" in text and f"attention-{variants[0]}.png" in text
-    assert text.count(f"| `{ensemble}` |") == 2, "once in the second paper's table, once in all variants"
+    rows = [line for line in text.splitlines() if line.startswith(f"| `{ensemble}` |")]
+    assert len(rows) == 2, "once in the second paper's table, once in all variants"
     assert "Attributes (third paper's table)" in text and "| smiling |" in text
     assert (tmp_path / "figures" / "confusion.png").is_file()
 
@@ -507,3 +519,12 @@ def test_data_efficiency_holds_the_optimizer_steps_constant_by_default(pipeline,
     per_epoch = -(-pool // cfg.optim.batch_size)
     assert steps["full"] == steps["frac"] == per_epoch * cfg.optim.epochs
     assert steps["frac_epochs"] == -(-(pool // 2) // cfg.optim.batch_size) * cfg.optim.epochs < steps["frac"]
+
+
+def test_finetune_prints_elapsed_time_and_time_left_at_the_pace_so_far(monkeypatch) -> None:
+    """The 45-run stage names, before each run, how long it has run and how long the rest will take."""
+    stage = load_stage("finetune_multitask")
+    monkeypatch.setattr(stage.time, "monotonic", lambda: 1000.0)
+    assert stage.eta(900.0, 0, 45) == ""  # no pace before the first run
+    assert stage.eta(900.0, 4, 10) == " (1:40 elapsed, about 2:30 left at this pace)"
+    assert stage.eta(-3000.0, 40, 45) == " (1:06:40 elapsed, about 8:20 left at this pace)"

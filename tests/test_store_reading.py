@@ -62,14 +62,14 @@ def test_a_loaded_split_reads_the_mapped_store_without_copying_it(tmp_path) -> N
     assert torch.equal(part.images[[0]][0], torch.from_numpy(crops[part.rows[0]]).permute(2, 0, 1))
 
 
-def _draws(prefetch: bool, steps: int | None) -> list[tuple[list[int], torch.Tensor]]:
+def _draws(prefetch: bool, steps: int | None, background: bool = True) -> list[tuple[list[int], torch.Tensor]]:
     """Each step's indices and its augmentation draw, with a generator shared by the batch order
     (a new shuffled pass draws from it) and the augmentation, as in training."""
     gen = torch.Generator().manual_seed(7)
     aug = AugmentConfig()
     out = []
     batches = epoch_batches(50, 16, gen, steps)
-    pairs = Prefetch(batches, lambda idx: idx * 2) if prefetch else ((i, i * 2) for i in batches)
+    pairs = Prefetch(batches, lambda idx: idx * 2, background) if prefetch else ((i, i * 2) for i in batches)
     for idx, fetched in pairs:
         assert torch.equal(fetched, idx * 2)
         x, _ = augment(torch.zeros(len(idx), 3, 8, 8), torch.zeros(len(idx), 5, 2), aug, gen)
@@ -86,6 +86,16 @@ def test_prefetching_keeps_the_random_numbers_in_their_order() -> None:
         plain, fetched = _draws(False, steps), _draws(True, steps)
         assert [i for i, _ in plain] == [i for i, _ in fetched]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(plain, fetched, strict=True))
+
+
+def test_inline_gathering_on_the_cpu_trains_the_same_batches_with_the_same_numbers() -> None:
+    """On the CPU the next batch is gathered inline (a thread beside the step's OpenMP threads
+    slowed the 32-px default's epochs): the same batches, the same augmentation draws."""
+    for steps in (None, 11):
+        threaded, inline = _draws(True, steps), _draws(True, steps, background=False)
+        assert [i for i, _ in threaded] == [i for i, _ in inline]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(threaded, inline, strict=True))
+    assert [int(i) for i, _ in Prefetch([torch.tensor([i]) for i in range(3)], lambda i: i, False)] == [0, 1, 2]
 
 
 def test_prefetch_without_ahead_calls_still_yields_every_batch() -> None:

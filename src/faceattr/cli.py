@@ -266,6 +266,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# `dvc exp show` lists every param of params.yaml (146) and every file dependency (60) beside the
+# metrics; rich then squeezes 250 columns into the terminal and prints "…" in every cell. DVC has no
+# setting for its default columns, so `faceattr compare` passes these: the headline metrics
+# (metrics/headline.json) and the params that differ between the rows.
+COMPARE_DROP = r"metrics/variants/|(data|src|stages|models|checkpoints|plots|predictions|bench|reports)/|paths\."
+COMPARE_KEEP = r"best\.|test_"
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``dvc exp show`` with the headline metrics and the params that differ between the rows."""
+    import shutil
+    import subprocess
+
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        print("error: dvc is not on PATH (pip install -e . installs it)", file=sys.stderr)
+        return 1
+    cmd = [dvc, "exp", "show", "--no-pager", "--only-changed", "--drop", COMPARE_DROP, "--keep", COMPARE_KEEP]
+    return subprocess.run([*cmd, *args.dvc_args], check=False).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -316,7 +337,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("model", help="run folder (models/finetune/<run>) or its model.pt")
     exp.add_argument("--onnx", required=True, help="ONNX file to write")
     exp.set_defaults(func=_export)
-    args = p.parse_args(argv)
+    cmp = sub.add_parser(
+        "compare",
+        help="experiments side by side: dvc exp show with the headline metrics and the params that differ",
+    )
+    cmp.set_defaults(func=_compare)
+    cmp.epilog = "Any other argument is passed on to `dvc exp show` (e.g. -A for all commits, --md, --csv)."
+    args, rest = p.parse_known_args(argv)
+    if args.command != "compare" and rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.dvc_args = rest
     return args.func(args)
 
 

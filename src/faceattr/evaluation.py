@@ -19,34 +19,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from faceattr.config import INTERVALS, EvaluateConfig
 from faceattr.io import atomic_path, read_json, write_rows_csv
-from faceattr.metrics import nme, nme_per_image
+from faceattr.metrics import LOWER_IS_BETTER, display_value, nme, nme_per_image
 from faceattr.models.checkpoint import load_multitask
+from faceattr.selection import HEADLINE, TASK_METRICS, headline_metrics
 from faceattr.statistics import bootstrap_ci, holm, mean_std, paired_bootstrap, seed_cluster_bootstrap_ci
 from faceattr.train.data import FaceTensors, LabelCodec, batch_indices, load_split, to_input
 from faceattr.variants import Variant, parse_variant, run_name
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "test")
+# metric -> per-image score
+SCORES = {
+    "gender_acc": "gender_correct",
+    "age_mae": "age_abs_err",
+    "age_cs": "age_cs",
+    "age_group_acc": "age_group_correct",
+    "age_aabd": "age_group_abs_diff",
+    "landmark_nme": "landmark_nme",
+    "attr_acc": "attr_acc",
+}
 # metric -> (per-image score, lower is better)
-METRICS = {
-    "gender_acc": ("gender_correct", False),
-    "age_mae": ("age_abs_err", True),
-    "age_cs": ("age_cs", False),
-    "age_group_acc": ("age_group_correct", False),
-    "age_aabd": ("age_group_abs_diff", True),
-    "landmark_nme": ("landmark_nme", True),
-    "attr_acc": ("attr_acc", False),
-}
+METRICS = {m: (score, m in LOWER_IS_BETTER) for m, score in SCORES.items()}
 COMPARED = ("gender_acc", "age_mae", "age_group_acc", "landmark_nme", "attr_acc")
-TASK_METRICS = {
-    "gender": ("gender_acc",),
-    "age": ("age_mae",),
-    "landmarks": ("landmark_nme",),
-    "attributes": ("attr_acc",),
-}
 
 
 def _seed_mean(stacked: np.ndarray) -> np.ndarray:
@@ -240,21 +238,22 @@ def load_runs(
     edges: Sequence[float],
     device: torch.device,
     half: bool = False,
+    split_label: str = "",
 ) -> Variants:
     """Predict with every run's checkpoint; runs marked "not run" by finetune are collected."""
     out = Variants({}, {}, {})
-    for name in variants:
-        for seed in seeds:
-            folder = model_dir / run_name(name, seed)
-            if (folder / "status.json").is_file():
-                out.not_run[name] = read_json(folder / "status.json")["reason"]
-                continue
-            if not (folder / "model.pt").is_file():
-                raise FileNotFoundError(f"no checkpoint for run '{folder.name}' at '{folder}'; run finetune_multitask")
-            model, meta = load_multitask(folder / "model.pt")
-            pred = predict(model, meta, data, device, cfg.batch_size, half)
-            out.predictions.setdefault(name, {})[seed] = pred
-            out.scores.setdefault(name, {})[seed] = per_image_scores(pred, data, edges, cfg.cs_threshold)
+    todo = [(name, seed) for name in variants for seed in seeds]
+    for name, seed in tqdm(todo, desc=f"predicting {split_label}", unit="run", leave=False):
+        folder = model_dir / run_name(name, seed)
+        if (folder / "status.json").is_file():
+            out.not_run[name] = read_json(folder / "status.json")["reason"]
+            continue
+        if not (folder / "model.pt").is_file():
+            raise FileNotFoundError(f"no checkpoint for run '{folder.name}' at '{folder}'; run finetune_multitask")
+        model, meta = load_multitask(folder / "model.pt")
+        pred = predict(model, meta, data, device, cfg.batch_size, half)
+        out.predictions.setdefault(name, {})[seed] = pred
+        out.scores.setdefault(name, {})[seed] = per_image_scores(pred, data, edges, cfg.cs_threshold)
     return out
 
 
@@ -386,24 +385,24 @@ def compare(
     ``significant`` and ``p`` follow one rule, and ``significant_holm`` is Holm-corrected within
     the row's ``family`` (its question)."""
     rows: list[dict[str, Any]] = []
-    for a, b, question, metrics in pairs:
-        for metric in metrics:
-            row: dict[str, Any] = {"a": a, "b": b, "question": question, "metric": metric}
-            row["family"] = family(question, metric)
-            if a in runs.not_run or b in runs.not_run:
-                rows.append({**row, "status": "not run"})
-                continue
-            score, lower_better = METRICS[metric]
-            sa, sb = runs.scores[a], runs.scores[b]
-            if score not in next(iter(sa.values())) or score not in next(iter(sb.values())):
-                continue
-            xa = np.stack([sa[s][score] for s in sorted(sa)])  # (seeds, test images)
-            xb = np.stack([sb[s][score] for s in sorted(sb)])
-            if not (np.isfinite(_seed_mean(xa)) & np.isfinite(_seed_mean(xb))).any():
-                continue
-            res = paired_bootstrap(xa, xb, cfg.bootstrap, cfg.confidence, groups=groups)
-            better = res["diff"] < 0 if lower_better else res["diff"] > 0
-            rows.append({**row, **res, "status": "ok", "lower_is_better": lower_better, "a_better": bool(better)})
+    todo = [(a, b, question, metric) for a, b, question, metrics in pairs for metric in metrics]
+    for a, b, question, metric in tqdm(todo, desc="paired bootstraps", unit="test", leave=False):
+        row: dict[str, Any] = {"a": a, "b": b, "question": question, "metric": metric}
+        row["family"] = family(question, metric)
+        if a in runs.not_run or b in runs.not_run:
+            rows.append({**row, "status": "not run"})
+            continue
+        score, lower_better = METRICS[metric]
+        sa, sb = runs.scores[a], runs.scores[b]
+        if score not in next(iter(sa.values())) or score not in next(iter(sb.values())):
+            continue
+        xa = np.stack([sa[s][score] for s in sorted(sa)])  # (seeds, test images)
+        xb = np.stack([sb[s][score] for s in sorted(sb)])
+        if not (np.isfinite(_seed_mean(xa)) & np.isfinite(_seed_mean(xb))).any():
+            continue
+        res = paired_bootstrap(xa, xb, cfg.bootstrap, cfg.confidence, groups=groups)
+        better = res["diff"] < 0 if lower_better else res["diff"] > 0
+        rows.append({**row, **res, "status": "ok", "lower_is_better": lower_better, "a_better": bool(better)})
     tested = [r for r in rows if r["status"] == "ok"]
     for name in dict.fromkeys(r["family"] for r in tested):
         members = [r for r in tested if r["family"] == name]
@@ -491,6 +490,29 @@ def summarise_results(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"images": results["images"]["test"], "baseline": results["baseline"]["test"], "variants": variants}
 
 
+def headline(results: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """What ``dvc metrics show/diff`` and ``dvc exp show`` list: per variant that ran, the mean over
+    seeds of its main test metrics (accuracies in percent) and its number of seeds; and for the
+    whole run the best of those means per metric (``best``: on test means, as the report marks it)
+    with the test images and people they were measured on. The rest is ``summary.json`` and
+    ``evaluate.json``."""
+    per_variant: dict[str, dict[str, float]] = {}
+    for name, st in results["variants"].items():
+        if st.get("status") != "ok":
+            continue
+        wanted = headline_metrics(name)
+        stats = {m: st[m] for m in wanted if isinstance(st.get(m), dict) and "mean" in st[m]}
+        row = {m: display_value(m, s["mean"]) for m, s in stats.items()}
+        per_variant[name] = {**row, "seeds": max((len(s.get("seeds", ())) for s in stats.values()), default=0)}
+    best: dict[str, float] = {}
+    for m in HEADLINE:
+        values = [row[m] for row in per_variant.values() if m in row]
+        if values:
+            best[m] = min(values) if METRICS[m][1] else max(values)
+    test = {"test_images": results["images"]["test"], "test_clusters": results["protocol"].get("clusters")}
+    return {"best": best, **{k: v for k, v in test.items() if v is not None}}, per_variant
+
+
 def evaluate_variants(
     variants: Sequence[str],
     seeds: Sequence[int],
@@ -526,8 +548,8 @@ def evaluate_variants(
             "precision": "bf16 autocast (network), fp32 (decoding, metrics)" if half else "fp32",
         },
     }
-    val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device, half)
-    runs = load_runs(variants, seeds, model_dir, test, cfg, edges, device, half)
+    val_runs = load_runs(variants, seeds, model_dir, data["val"], cfg, edges, device, half, "val")
+    runs = load_runs(variants, seeds, model_dir, test, cfg, edges, device, half, "test")
     for r in (runs, val_runs):
         add_ensembles(r, cfg.ensemble_members, data["val"] if r is val_runs else test, edges, cfg.cs_threshold)
     results["runs"] = {
@@ -567,26 +589,3 @@ def evaluate_variants(
     for name, s in stats.items():
         log.info("%s: %s", name, {k: round(v["mean"], 4) for k, v in s.items() if isinstance(v, dict) and "mean" in v})
     return results
-
-
-# the validation metric that picks the registered model of a task set, by its first task
-SELECT_BY = (("gender", "gender_acc", False), ("age", "age_mae", True), ("attributes", "attr_acc", False))
-
-
-def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[str, str]]:
-    """Per task set, the run (variant and seed) best on **validation**, and the metric that chose it:
-    gender accuracy where the set has gender, else age MAE, else attribute accuracy, else NME."""
-    best: dict[str, tuple[str, str, float]] = {}
-    for name, by_split in runs.items():
-        if name.startswith("ensemble("):  # no single network to register
-            continue
-        tasks = parse_variant(name.rsplit("-s", 1)[0]).tasks
-        metric, lower = next(((m, low) for t, m, low in SELECT_BY if t in tasks), ("landmark_nme", True))
-        value = by_split.get("val", {}).get(metric)
-        if value is None:
-            continue
-        key = "+".join(tasks)
-        score = -value if lower else value
-        if key not in best or score > best[key][2]:
-            best[key] = (name, metric, score)
-    return {k: (name, metric) for k, (name, metric, _) in best.items()}

@@ -9,6 +9,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Metrics faceattr reports as percentages (stored as fractions); every other one in its own unit.
+PERCENT = frozenset({"gender_acc", "age_cs5", "age_group_acc", "attr_acc"})
+# Errors, where the lower value is the better one; every other metric is an accuracy or a score.
+LOWER_IS_BETTER = frozenset({"age_mae", "age_aabd", "landmark_nme"})
+
+
+def display_value(metric: str, value: float) -> float:
+    """A metric as tables and headline files show it: accuracies in percent to 2 decimals, NME
+    to 4, everything else (years, age groups) to 2."""
+    if metric in PERCENT:
+        return round(value * 100, 2)
+    return round(value, 4 if metric == "landmark_nme" else 2)
+
 
 def gender_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of correct predictions over samples with a label (target >= 0)."""

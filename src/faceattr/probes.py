@@ -81,6 +81,7 @@ def tasks_of(data: FaceTensors) -> list[Task]:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def features(
     trunk: nn.Module,
     data: FaceTensors,
@@ -89,10 +90,10 @@ def features(
     batch_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """The frozen trunk's features of every row (fp32, eval mode, no flip)."""
+    """The frozen trunk's features of every row (fp32, eval mode, no flip, no autograd)."""
     trunk.eval()
     out = []
-    for _, batch in Prefetch(batch_indices(len(data), batch_size, None), data.images.__getitem__):
+    for _, batch in Prefetch(batch_indices(len(data), batch_size, None), data.images.__getitem__, device.type != "cpu"):
         out.append(trunk(to_input(batch, device, *norm)).float().cpu().numpy())
         if progress is not None:
             progress(len(batch))

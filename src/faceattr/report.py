@@ -20,6 +20,8 @@ import numpy as np
 
 from faceattr.config import ReportConfig
 from faceattr.io import atomic_path, write_rows_csv
+from faceattr.metrics import LOWER_IS_BETTER, PERCENT
+from faceattr.selection import best_on_validation, headline_metrics
 
 # First paper (AgeDB, split not stated, one run; gender accuracy %, age MAE years).
 PAPER_TABLE1 = {
@@ -49,7 +51,6 @@ PRETRAINING_LABEL = {
     "dlib": "dlib's (7,485 people, about 3 million faces)",
 }
 MAIN_TASKS = ("gender", "age", "landmarks")
-PERCENT = {"gender_acc", "age_cs5", "age_group_acc", "attr_acc"}
 METRIC_LABEL = {
     "gender_acc": "gender acc. %",
     "age_mae": "age MAE (years)",
@@ -86,13 +87,35 @@ def _variant(backbone: str, pretraining: str, tasks: Sequence[str]) -> str:
     return f"{backbone}-{pretraining}-{'+'.join(tasks)}"
 
 
-def _cells(ev: Mapping[str, Any], name: str, metrics: Sequence[str], d: int) -> list[str]:
+def _cells(
+    ev: Mapping[str, Any], name: str, metrics: Sequence[str], d: int, best: Mapping[str, float] | None = None
+) -> list[str]:
+    """A variant's cells; the mean of a metric is bold where it is ``best``'s value for that metric
+    (the best test mean among the table's rows)."""
     st = ev["variants"].get(name)
     if st is None:
         return ["not in `finetune_multitask.variants`"] + [""] * (len(metrics) - 1)
     if st["status"] != "ok":
         return ["**not run**: " + _short_reason(st["reason"])] + [""] * (len(metrics) - 1)
-    return [cell(st.get(m), m, d) for m in metrics]
+    cells = []
+    for m in metrics:
+        text = cell(st.get(m), m, d)
+        if text and best is not None and m in best and st[m]["mean"] == best[m]:
+            mean, rest = text.split(" ± ", 1)
+            text = f"**{mean}** ± {rest}"
+        cells.append(text)
+    return cells
+
+
+def best_means(ev: Mapping[str, Any], names: Sequence[str], metrics: Sequence[str]) -> dict[str, float]:
+    """Per metric, the best test mean over seeds among ``names`` that ran (highest accuracy,
+    lowest error): what the tables mark bold and the summary names."""
+    best: dict[str, float] = {}
+    for m in metrics:
+        values = [ev["variants"][n][m]["mean"] for n in names if m in ev["variants"].get(n, {})]
+        if values:
+            best[m] = min(values) if m in LOWER_IS_BETTER else max(values)
+    return best
 
 
 def _short_reason(reason: str) -> str:
@@ -112,66 +135,194 @@ NOT_COMPARABLE_HEADER = ("Paper gender % (AgeDB; not comparable)", "Paper age MA
 
 
 def table1(ev: Mapping[str, Any], d: int, paper_header: Sequence[str] = PAPER_HEADER) -> str:
-    """Pretraining comparison, all gender+age+landmarks."""
+    """Pretraining comparison, all gender+age+landmarks; the best test mean per metric in bold."""
+    paper = [_variant(b, p, MAIN_TASKS) for b, p in PAPER_TABLE1]
+    others = [  # other trunks that ran on the same tasks (dlib_resnet): no paper row
+        n for n in sorted(ev["variants"]) if n.split("-", 2)[2:] == ["+".join(MAIN_TASKS)] and n not in paper
+    ]
+    best = best_means(ev, [*paper, *others], MAIN_METRICS)
     rows = []
     for (backbone, pre), (p_g, p_a) in PAPER_TABLE1.items():
         name = _variant(backbone, pre, MAIN_TASKS)
-        rows.append([backbone, PRETRAINING_LABEL[pre], *_cells(ev, name, MAIN_METRICS, d), f"{p_g:.2f}", f"{p_a:.3f}"])
-    paper = {_variant(b, p, MAIN_TASKS) for b, p in PAPER_TABLE1}
-    for name in sorted(ev["variants"]):  # other trunks that ran on the same tasks (dlib_resnet): no paper row
-        backbone, pre, tasks = name.split("-", 2)
-        if tasks == "+".join(MAIN_TASKS) and name not in paper:
-            rows.append([backbone, PRETRAINING_LABEL.get(pre, pre), *_cells(ev, name, MAIN_METRICS, d), "", ""])
+        cells = _cells(ev, name, MAIN_METRICS, d, best)
+        rows.append([backbone, PRETRAINING_LABEL[pre], *cells, f"{p_g:.2f}", f"{p_a:.3f}"])
+    for name in others:
+        backbone, pre, _ = name.split("-", 2)
+        rows.append([backbone, PRETRAINING_LABEL.get(pre, pre), *_cells(ev, name, MAIN_METRICS, d, best), "", ""])
     return _table(["Architecture", "Pretraining", *MAIN_HEADER, *paper_header], rows)
 
 
 def table2(ev: Mapping[str, Any], d: int, paper_header: Sequence[str] = PAPER_HEADER) -> str:
     """Task-set comparison on FaceResNet18 + identity pretraining."""
     rows = []
+    best = best_means(ev, [_variant("face_resnet18", "identity", tasks) for tasks in PAPER_TABLE2], MAIN_METRICS)
     for tasks, (p_g, p_a) in PAPER_TABLE2.items():
         marks = ["✓" if t in tasks else "" for t in MAIN_TASKS]
-        ours = _cells(ev, _variant("face_resnet18", "identity", tasks), MAIN_METRICS, d)
+        ours = _cells(ev, _variant("face_resnet18", "identity", tasks), MAIN_METRICS, d, best)
         rows.append([*marks, *ours, _fmt(p_g, 2), _fmt(p_a, 3)])
     return _table(["Gender", "Age", "Landmark", *MAIN_HEADER, *paper_header], rows)
 
 
+def _signed(value: float, metric: str, d: int) -> str:
+    """A difference with its sign and unit (pp for percentages); one that rounds to 0 has no sign."""
+    pct, dd = metric in PERCENT, _dec(metric, d)
+    text = _fmt(value, dd, pct)
+    text = text.lstrip("-") if float(text) == 0 else text
+    return f"{'' if text.startswith('-') else '+'}{text}{' pp' if pct else ''}"
+
+
+def _p_text(c: Mapping[str, Any], bootstrap: int) -> str:
+    # no resample on the far side of zero: the p-value is below the bootstrap's resolution
+    return f"< {2 / bootstrap:.2g}" if c["p"] == 0 else f"{c['p']:.3f}"
+
+
+def verdict(c: Mapping[str, Any]) -> str:
+    """Significant after Holm within the comparison's family, before it only, or not at all."""
+    if not c["significant"]:
+        return "not significant"
+    better = "first" if c["a_better"] else "second"
+    if c.get("significant_holm"):
+        return f"**significant after Holm**, {better} better"
+    return f"significant before Holm only, {better} better"
+
+
 def significance(ev: Mapping[str, Any], d: int, questions: Sequence[str] | None = None) -> list[str]:
-    """One line per paired comparison: the difference, its CI, p and the verdict."""
-    lines, not_run = [], set()
+    """The paired comparisons as one table: first and second variant, metric, difference (first
+    minus second), its CI, p, and the verdict with Holm's family; pairs that did not run listed once."""
+    rows, not_run = [], []
+    families: dict[str, int] = {}
     for c in ev["comparisons"]:
         if questions is not None and not any(c["question"].startswith(q) for q in questions):
             continue
         if c["status"] != "ok":
             if (c["a"], c["b"]) not in not_run:
-                lines.append(f"- *{c['question']}*: `{c['a']}` vs `{c['b']}`: **not run** (no statistics)")
-            not_run.add((c["a"], c["b"]))
+                not_run.append((c["a"], c["b"]))
             continue
-        head = f"- *{c['question']}*, {METRIC_LABEL.get(c['metric'], c['metric'])}: `{c['a']}` vs `{c['b']}`"
-        pct, dd = c["metric"] in PERCENT, _dec(c["metric"], d)
-        unit = " pp" if pct else ""
-        text = _fmt(c["diff"], dd, pct)
-        text = text.lstrip("-") if float(text) == 0 else text  # a difference that rounds to 0 has no sign
-        diff = f"{'' if text.startswith('-') else '+'}{text}{unit}"
+        dd, pct = _dec(c["metric"], d), c["metric"] in PERCENT
         ci = f"[{_fmt(c['ci_low'], dd, pct)}, {_fmt(c['ci_high'], dd, pct)}]"
-        family = c.get("family", "all comparisons")
-        size = c.get("holm_family_size")
-        within = f"Holm within *{family}*" + (f", {size} tests" if size else "")
-        if c["significant"]:
-            verdict = f"**significant**, {'first' if c['a_better'] else 'second'} better"
-            verdict += f" ({within})" if c.get("significant_holm") else f" (not after {within})"
-        else:
-            verdict = "not significant"
-        # no resample on the far side of zero: the p-value is below the bootstrap's resolution
-        p = f"p < {2 / ev['protocol']['bootstrap']:.2g}" if c["p"] == 0 else f"p = {c['p']:.3f}"
-        unit = ev["protocol"].get("cluster_unit", "image")
-        of = (
-            f" of {c['clusters']} {'people' if unit == 'person' else 'groups'}"
-            if unit != "image" and "clusters" in c
-            else ""
+        families[c.get("family", "all comparisons")] = c.get("holm_family_size") or 0
+        rows.append(
+            [
+                c["question"],
+                f"`{c['a']}`",
+                f"`{c['b']}`",
+                METRIC_LABEL.get(c["metric"], c["metric"]),
+                _signed(c["diff"], c["metric"], d),
+                ci,
+                _p_text(c, ev["protocol"]["bootstrap"]),
+                verdict(c),
+            ]
         )
-        seeds = f", {' and '.join(map(str, c['seeds']))} seeds" if c.get("resampled") == "seeds and clusters" else ""
-        lines.append(f"{head}: {diff} {ci}, {p} ({c['images']} paired images{of}{seeds}): {verdict}")
+    lines = []
+    if rows:
+        lines.append(_table(["Question", "First", "Second", "Metric", "Difference", "95 % CI", "p", "Verdict"], rows))
+        unit = ev["protocol"].get("cluster_unit", "image")
+        ok = [c for c in ev["comparisons"] if c["status"] == "ok"]
+        first = next((c for c in ok if questions is None or c["question"].startswith(tuple(questions))), None)
+        if first is not None:
+            of = f" of {first['clusters']} {'people' if unit == 'person' else 'groups'}" if "clusters" in first else ""
+            counts = sorted(set(first.get("seeds", ())))
+            seeds = (
+                f"; each model's {' or '.join(map(str, counts))} seeds resampled too"
+                if first.get("resampled") == "seeds and clusters"
+                else ""
+            )
+            holm = "; ".join(f"*{f}*, {n} tests" if n else f"*{f}*" for f, n in families.items())
+            lines += ["", f"Paired on {first['images']} test images{of}{seeds}. Holm within {holm}."]
+    if not_run and lines:
+        lines.append("")
+    for a, b in not_run:
+        lines.append(f"- `{a}` vs `{b}`: **not run** (no statistics)")
     return lines or ["- (no such pairs among the variants run)"]
+
+
+def _question(c: Mapping[str, Any]) -> str:
+    """A comparison's question without its fraction: the data-efficiency points answer one question."""
+    q = c["question"]
+    return q.split(" at ", 1)[0] if q.startswith("data efficiency") else q
+
+
+def _at(c: Mapping[str, Any]) -> str:
+    q = c["question"]
+    return f" at {q.split(' at ', 1)[1].split(' of ', 1)[0]}" if q.startswith("data efficiency") and " at " in q else ""
+
+
+def _finding(c: Mapping[str, Any], d: int) -> str:
+    dd, pct = _dec(c["metric"], d), c["metric"] in PERCENT
+    return (
+        f"{METRIC_LABEL.get(c['metric'], c['metric'])}{_at(c)} {_signed(c['diff'], c['metric'], d)} "
+        f"[{_fmt(c['ci_low'], dd, pct)}, {_fmt(c['ci_high'], dd, pct)}]"
+    )
+
+
+def answers(ev: Mapping[str, Any], d: int) -> list[list[str]]:
+    """One row per question the comparisons ask: how many of its paired tests are significant
+    after Holm, those findings (first minus second), or the one closest to significance."""
+    by_question: dict[str, list[Mapping[str, Any]]] = {}
+    for c in ev["comparisons"]:
+        by_question.setdefault(_question(c), []).append(c)
+    rows = []
+    families = list(dict.fromkeys(c.get("family", "") for c in ev["comparisons"]))  # in the report's order
+    order = sorted(by_question, key=lambda q: families.index(by_question[q][0].get("family", "")))
+    for question in order:
+        cs = by_question[question]
+        ok = [c for c in cs if c["status"] == "ok"]
+        family = cs[0].get("family", "all comparisons")
+        if not ok:
+            rows.append([question, family, "—", "**not run** (a variant of each pair did not train)"])
+            continue
+        held = [c for c in ok if c.get("significant_holm")]
+        if held:
+            shown = sorted(held, key=lambda c: c["p"])[:3]
+            more = f"; {len(held) - 3} more" if len(held) > 3 else ""
+            answer = (
+                "; ".join(f"{_finding(c, d)} ({'first' if c['a_better'] else 'second'} better)" for c in shown) + more
+            )
+        else:
+            closest = min(ok, key=lambda c: c["p"])
+            answer = f"no difference; closest: {_finding(closest, d)}, p = {closest['p']:.3f}"
+        rows.append([question, family, f"{len(held)} of {len(ok)}", answer])
+    return rows
+
+
+def summary_section(ev: Mapping[str, Any], d: int) -> list[str]:
+    """The report's first screen: per question its answer, the best variant per metric, what the
+    numbers were computed in, and which model the export stage ships."""
+    lines = ["## Summary", ""]
+    proto = ev["protocol"]
+    machine = proto.get("machine")
+    on = f" on {machine}" if machine else ""
+    lines += [
+        f"Computed in **{proto.get('precision', 'unrecorded precision')}**{on}; on another CPU or precision the "
+        "numbers differ within their intervals (training is deterministic for one seed, machine and precision). "
+        f"{ev['images']['test']} test images, {len(proto['seeds'])} seeds per variant; every comparison is paired "
+        "on the same test images, first minus second.",
+        "",
+    ]
+    rows = answers(ev, d)
+    if rows:
+        lines += [_table(["Question", "Holm family", "Significant after Holm", "Answer"], rows), ""]
+    ran = [n for n, st in ev["variants"].items() if st["status"] == "ok"]
+    compared = {m for n in ran for m in headline_metrics(n)}  # age groups only where a group head ran
+    metrics = [m for m in ("gender_acc", "age_mae", "age_group_acc", "landmark_nme", "attr_acc") if m in compared]
+    best = best_means(ev, ran, metrics)
+    if best:
+        parts = []
+        for m, value in best.items():
+            name = next(n for n in ran if ev["variants"][n].get(m, {}).get("mean") == value)
+            parts.append(f"{METRIC_LABEL[m]} {cell(ev['variants'][name][m], m, d)} `{name}`")
+        lines += ["**Best test mean per metric** (bold in the tables): " + "; ".join(parts) + ".", ""]
+    chosen = best_on_validation(ev["runs"])
+    if chosen:
+        tasks = max(chosen, key=lambda t: len(t.split("+")))
+        run, metric = chosen[tasks]
+        lines += [
+            f"**The exported model** (`export.tasks: auto`, the largest task set, {tasks}) is run `{run}`, the best "
+            f"on **validation** {METRIC_LABEL.get(metric, metric)}: chosen without the test split, so it can differ "
+            "from the best test mean above, which is a ranking on test, not a selection.",
+            "",
+        ]
+    return lines
 
 
 def read_curves(directory: Path) -> dict[str, list[dict[str, float]]]:
@@ -243,21 +394,34 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def line_styles(n: int) -> list[dict[str, Any]]:
+    """``n`` distinguishable line styles: matplotlib's 10 default colours, then the same colours
+    dashed, dotted and dash-dotted (40 before a style repeats)."""
+    colours = [f"C{i}" for i in range(10)]
+    dashes = ["-", "--", ":", "-."]
+    return [{"color": colours[i % 10], "linestyle": dashes[(i // 10) % 4]} for i in range(n)]
+
+
 def plot_curves(curves: Mapping[str, list[dict[str, float]]], out_dir: Path) -> list[Path]:
     """One PNG per validation metric, a line per variant (mean over seeds)."""
     plt = _plt()
     paths = []
+    styles = line_styles(len(curves))
     for metric, label in (
         ("val_gender_acc", "validation gender accuracy"),
         ("val_age_mae", "validation age MAE (years)"),
         ("val_landmark_nme", "validation landmark NME"),
-        ("train_loss", "training loss"),
+        # one task's loss per figure: a sum over 1 and over 3 tasks is not one scale
+        ("train_loss_gender", "training gender loss"),
+        ("train_loss_age", "training age loss"),
+        ("train_loss_landmarks", "training landmark loss"),
+        ("train_loss_attributes", "training attribute loss"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for name, rows in curves.items():
+        for (name, rows), style in zip(curves.items(), styles, strict=True):
             pts = [(r["epoch"], r[metric]) for r in rows if metric in r]
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name)
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name, **style)
         if not ax.lines:
             plt.close(fig)
             continue
@@ -317,12 +481,21 @@ def plot_data_efficiency(ev: Mapping[str, Any], path: Path) -> Path | None:
                     capsize=3,
                     label=family,
                 )
-        ax.set_xscale("log"), ax.set_xlabel("% of labelled training images"), ax.set_ylabel(METRIC_LABEL[metric])
+        ax.set_xscale("log"), ax.set_xlabel("labelled training images"), ax.set_ylabel(METRIC_LABEL[metric])
+        ticks = sorted({p["fraction"] * 100 for f in families.values() for p in f.get(metric, ())})
+        ax.set_xticks(ticks, [_percent_label(x / 100) for x in ticks])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=6)
     fig.suptitle("data efficiency (test split, mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _percent_label(fraction: float) -> str:
+    """10 %, 25 %, 2.5 %: a training fraction as the tables and axes label it."""
+    value = fraction * 100
+    return f"{value:.0f} %" if value == round(value) else f"{value:.1f} %"
 
 
 def plot_confusion(bands: Sequence[str], counts: Sequence[Sequence[int]], title: str, path: Path) -> Path:
@@ -407,15 +580,13 @@ def build_report(
     d, ev = cfg.decimals, evaluation
     mean = mean_curves(curves)
     base, n, proto = ev["baseline"]["test"], ev["images"], ev["protocol"]
-    lines = [
-        f"# {cfg.title}",
-        "",
-        protocol_paragraph(data, n, proto, ev["comparisons"]),
-    ]
+    lines = [f"# {cfg.title}", "", *summary_section(ev, d), "## Protocol", ""]
+    lines += [protocol_paragraph(data, n, proto, ev["comparisons"])]
     lines += protocol_notes(data)
     lines += [
         "",
-        f"**Baselines that ignore the image** (same test images): {_baselines(base, d)}.",
+        f"**Baselines that ignore the image** (same test images): "
+        f"{_baselines(base, d, [m for m in ('gender_acc', 'age_mae', 'landmark_nme', 'attr_acc') if _has(ev, m)])}.",
         "",
         f"**Identity pretraining** (`pretrain_identity`, margin-softmax head): {pretrain.get('verify_folds', 10)}-fold "
         f"verification accuracy on held-out identities {_fmt(pretrain.get('verify_acc'), d, True)} % ± "
@@ -472,7 +643,10 @@ def build_report(
         "",
         _table(
             ["Variant", *(METRIC_LABEL[m] for m in metrics)],
-            [[f"`{v}`", *_cells(ev, v, metrics, d)] for v in ev["variants"]],
+            [
+                [f"`{v}`", *_cells(ev, v, metrics, d, best_means(ev, list(ev["variants"]), metrics))]
+                for v in ev["variants"]
+            ],
         ),
         "",
         "## Learning curves (validation, mean over seeds)",
@@ -564,23 +738,14 @@ def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, 
     fig = plot_data_efficiency(ev, figures_dir / "data_efficiency.png")
     if fig is None:
         return ["## Data efficiency", "", "No variant is listed at more than one training fraction (`frac<P>`).", ""]
+    fractions = sorted({p["fraction"] for ms in ev["data_efficiency"].values() for ps in ms.values() for p in ps})
     rows = []
     for family, metrics in ev["data_efficiency"].items():
         for metric, points in metrics.items():
             if metric in MAIN_METRICS:
                 pct, dd = metric in PERCENT, _dec(metric, d)
-                rows.append(
-                    [
-                        f"`{family}`",
-                        METRIC_LABEL[metric],
-                        *(
-                            f"{p['fraction']:.0%}: {_fmt(p['mean'], dd, pct)} ± {_fmt(p['std'], dd, pct)}"
-                            for p in points
-                        ),
-                    ]
-                )
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
+                at = {p["fraction"]: f"{_fmt(p['mean'], dd, pct)} ± {_fmt(p['std'], dd, pct)}" for p in points}
+                rows.append([f"`{family}`", METRIC_LABEL[metric], *(at.get(f, "") for f in fractions)])
     budget = ev["protocol"].get("fraction_budget")
     how = {
         "steps": "Every fraction trained for the optimizer steps of the whole training pool (cycling through its "
@@ -596,7 +761,7 @@ def _efficiency_section(ev: Mapping[str, Any], figures_dir: Path, out_md: Path, 
         "",
         _link(fig, out_md),
         "",
-        _table(["Variant", "Metric", *(f"point {i + 1}" for i in range(width - 2))], rows),
+        _table(["Variant", "Metric", *(f"{_percent_label(f)} of the images" for f in fractions)], rows),
         "",
         "Significance at each training fraction (paired, same test images):",
         "",
@@ -652,16 +817,21 @@ def val_mean(ev: Mapping[str, Any], name: str, metric: str) -> float:
     return float(np.mean(values)) if values else float("-inf")
 
 
-def _baselines(base: Mapping[str, Any], d: int) -> str:
-    """The image-blind baselines this data set has labels for."""
+def _baselines(base: Mapping[str, Any], d: int, metrics: Sequence[str] | None = None) -> str:
+    """The image-blind baselines of the metrics the variants report (all the data set has labels
+    for when ``metrics`` is None): no attribute baseline in a report without an attribute task."""
+
+    def shown(m: str) -> bool:
+        return base.get(m) is not None and (metrics is None or m in metrics)
+
     parts = []
-    if base.get("gender_acc") is not None:
+    if shown("gender_acc"):
         parts.append(f"majority gender {_fmt(base['gender_acc'], d, True)} %")
-    if base.get("age_mae") is not None:
+    if shown("age_mae"):
         parts.append(f"training-mean age MAE {_fmt(base['age_mae'], d)} years")
-    if base.get("landmark_nme") is not None:
+    if shown("landmark_nme"):
         parts.append(f"template landmarks NME {_fmt(base['landmark_nme'], 4)}")
-    if base.get("attr_acc") is not None:
+    if shown("attr_acc"):
         parts.append(f"per-attribute training majority {_fmt(base['attr_acc'], d, True)} % mean attribute accuracy")
     return ", ".join(parts) or "none (no labels)"
 

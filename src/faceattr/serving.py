@@ -8,8 +8,11 @@ with a message; an image without a face gets its row with ``status`` ``no_face``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,29 @@ def signature(meta: dict[str, Any]) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("string", "image")]), outputs=Schema(outputs))
 
 
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """Log a model without MLflow's per-model noise: its warning that a Python model is pickled
+    (faceattr's model class is code in this package, loaded from the checkpoint it ships) and
+    its artifact progress bars (two per model: 84 lines for the default's 42 models)."""
+    import os
+
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level, bars = pyfunc_log.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    pyfunc_log.setLevel(logging.ERROR)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*CloudPickle.*")
+            yield
+    finally:
+        pyfunc_log.setLevel(level)
+        if bars is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars
+
+
 def log_model(run_id: str, model_dir: Path) -> str:
     """Log the run folder's checkpoint as an MLflow model of run ``run_id``; returns its URI."""
     import json
@@ -96,7 +122,7 @@ def log_model(run_id: str, model_dir: Path) -> str:
 
     meta = json.loads((model_dir / "meta.json").read_text())
     mlflow.set_tracking_uri(tracking_uri())
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), quiet_logging():
         info = mlflow.pyfunc.log_model(
             name=model_name(model_dir.name),
             python_model=_python_model(),

@@ -259,7 +259,11 @@ def train_one_epoch(
     total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     sums: dict[str, torch.Tensor] = {}
     count, lr = 0, float("nan")
-    batches = Prefetch(epoch_batches(len(b.data), optim.batch_size, generator, steps), b.data.images.__getitem__)
+    batches = Prefetch(
+        epoch_batches(len(b.data), optim.batch_size, generator, steps),
+        b.data.images.__getitem__,
+        background=b.device.type != "cpu",
+    )
     for i, (idx, images) in enumerate(batches):
         if len(idx) < 2:  # BatchNorm needs two samples
             continue
@@ -290,7 +294,8 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     """Metrics of ``model`` on a split (gender accuracy, age MAE and CS@k, landmark NME)."""
     model.eval()
     sums = MetricSums(b.device, cs_threshold)
-    for idx, images in Prefetch(batch_indices(len(b.data), batch_size, None), b.data.images.__getitem__):
+    background = b.device.type != "cpu"
+    for idx, images in Prefetch(batch_indices(len(b.data), batch_size, None), b.data.images.__getitem__, background):
         x = to_input(images, b.device, b.mean, b.std, b.channels_last)
         with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
             outputs = model(x)

@@ -19,6 +19,7 @@ import torch
 
 from faceattr.config import FinetuneConfig, to_dict
 from faceattr.io import atomic_path, write_json, write_rows_csv
+from faceattr.machine import describe_machine
 from faceattr.models.checkpoint import save_checkpoint
 from faceattr.tracking import RUN_LINK, tracked_run, write_run_link
 from faceattr.train.finetune import finetune, missing_weights, run_key, write_not_run
@@ -73,6 +74,7 @@ def train_run(
     """Train (or take from its finished resume state) one run and write its outputs; returns
     "trained", "reused" or "not run"."""
     name = run_name(variant.name, seed)
+    machine = describe_machine(device)
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")}
     # what the accel switches came to on this device, not what was asked (channels-last is CUDA-only)
     recipe["accel"] = {**recipe["accel"], "channels_last": nhwc(device, cfg.accel)}
@@ -90,7 +92,8 @@ def train_run(
         "precision_used": precision_name(bf16(device, cfg.accel)),  # what accel.precision came to here
         **provenance,
     }
-    tags = {"faceattr.seed": str(seed), "faceattr.variant_family": variant.name}
+    # a tag, not a param: a reused run reopened on another machine keeps its params
+    tags = {"faceattr.seed": str(seed), "faceattr.variant_family": variant.name, "faceattr.machine": machine}
     reason = missing_weights(variant, cfg)
     status = "not run" if reason is not None else "finished"
     key = run_key(variant, cfg, seed, store=store, split_file=split, identity_checkpoint=identity, device=device)
