@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mib
 
 from faceattr.config import FinetuneConfig, load_section
-from faceattr.evaluation import per_image_scores, predict
+from faceattr.evaluation.scoring import per_image_scores, predict
 from faceattr.statistics import bootstrap_ci, paired_bootstrap
 from faceattr.train.data import FaceTensors, batch_indices, load_split
 from faceattr.train.finetune import finetune

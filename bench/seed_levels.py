@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section
-from faceattr.evaluation import METRICS, comparison_pairs, family, load_runs
+from faceattr.evaluation.comparisons import comparison_pairs, family
+from faceattr.evaluation.runs import load_runs
+from faceattr.evaluation.scoring import METRICS
 from faceattr.statistics import holm, paired_bootstrap
 from faceattr.train.data import load_split
 from faceattr.train.loop import bf16

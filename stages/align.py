@@ -6,12 +6,16 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from faceattr.config import AlignConfig, load_section, to_dict
-from faceattr.data.aligning import align_dataset
-from faceattr.device import pick_device
-from faceattr.io import write_json
-from faceattr.stage import parser, run
-from faceattr.tracking import tracked_run
+import faceattr
+
+faceattr.short_openmp_spin()  # before torch loads: MTCNN's many small operations wait less (faceattr.threads)
+
+from faceattr.config import AlignConfig, load_section, to_dict  # noqa: E402
+from faceattr.data.aligning import align_dataset  # noqa: E402
+from faceattr.device import pick_device  # noqa: E402
+from faceattr.io import write_json  # noqa: E402
+from faceattr.stage import parser, run  # noqa: E402
+from faceattr.tracking import tracked_run  # noqa: E402
 
 log = logging.getLogger("faceattr.stages.align")
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from faceattr.config import EvaluateConfig, FinetuneConfig, load_section, to_dict
 from faceattr.device import pick_device
-from faceattr.evaluation import evaluate_variants, headline, summarise_results
+from faceattr.evaluation.pipeline import evaluate_variants
+from faceattr.evaluation.scoring import headline, summarise_results
+from faceattr.evaluation.selection import best_on_validation
 from faceattr.io import write_json
 from faceattr.machine import describe_machine
 from faceattr.profile import phase
-from faceattr.selection import best_on_validation
 from faceattr.serving import log_model, register
 from faceattr.stage import parser, run
 from faceattr.tracking import RUN_LINK, Run, linked_run, times_kept, tracked_run, variant_run

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceattr.config import ExportConfig, load_section, to_dict
+from faceattr.evaluation.selection import best_on_validation
 from faceattr.io import read_json, write_json
-from faceattr.selection import best_on_validation
 from faceattr.stage import parser, run
 from faceattr.tracking import tracked_run
 

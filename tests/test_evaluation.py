@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from faceattr.config import EvaluateConfig
-from faceattr.evaluation import (
-    Variants,
-    add_ensembles,
-    breakdowns,
-    compare,
-    comparison_pairs,
-    per_image_scores,
-    summarise,
-)
+from faceattr.evaluation.comparisons import compare, comparison_pairs
+from faceattr.evaluation.runs import Variants, add_ensembles
+from faceattr.evaluation.scoring import breakdowns, per_image_scores, summarise
 from faceattr.train.data import FaceTensors
 
 EDGES = (10.0, 20.0, 40.0)

@@ -171,3 +171,21 @@ def test_inputs_and_models_that_do_not_exist(tmp_path, model_dir, capsys) -> Non
     assert main(["predict", str(tmp_path), "--model", str(tmp_path / "no-such-run")]) == 1
     assert "model '" in capsys.readouterr().err
     assert load_model(model_dir).meta["tasks"] == ["gender", "age", "landmarks"]
+
+
+def test_evaluate_and_predict_run_a_checkpoint_through_one_inference_path(pipeline, model_dir) -> None:
+    """evaluate's per-image outputs and predict's Model give the same numbers for the same crops:
+    both go through faceattr.inference (fp32 on the CPU here), so no loop applies its own rules."""
+    from faceattr.evaluation.scoring import predict
+    from faceattr.models.checkpoint import load_multitask
+    from faceattr.train.data import load_split
+
+    test = load_split(pipeline["store"], pipeline["split.csv"], ("test",))
+    network, meta = load_multitask(model_dir / "model.pt")
+    ours = predict(network, meta, test, torch.device("cpu"), batch_size=7)  # batches of another size
+    crops = test.images[list(range(len(test)))].permute(0, 2, 3, 1).numpy()
+    theirs = load_model(model_dir).decode(crops)
+    female = torch.from_numpy(theirs["gender"]).softmax(1)[:, 1].numpy()
+    np.testing.assert_allclose(ours["gender_prob"], female, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["age"], theirs["age"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours["landmarks"], theirs["landmarks"], rtol=1e-5, atol=1e-4)

@@ -14,6 +14,8 @@ from faceattr.models.heads import MultiTaskModel
 from faceattr.train.data import apply_augment, sample_augment
 from faceattr.train.losses import multitask_loss
 
+from .conftest import ROOT
+
 
 def _reference_warp(image: np.ndarray, fwd: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """One image, one channel at a time, with PIL: output pixel p samples input F⁻¹(p - t)."""
@@ -117,23 +119,30 @@ def test_margin_logits_under_bf16_autocast_equal_fp32() -> None:
     torch.testing.assert_close(inside, fp32, atol=1e-4, rtol=0)
 
 
-def test_import_faceattr_shortens_the_openmp_spin_unless_the_user_chose() -> None:
-    """GOMP_SPINCOUNT=10000 before torch loads OpenMP: waiting threads spin briefly, then sleep, so
-    two jobs on two cores share them (bench_contention); a user's policy or spin count wins."""
+def test_the_short_openmp_spin_is_for_shared_machines_and_alignment_unless_the_user_chose() -> None:
+    """GOMP_SPINCOUNT=10000 before torch loads OpenMP where jobs share the cores (FACEATTR_JOBS):
+    waiting threads spin briefly, then sleep (bench_contention). Alone, training keeps libgomp's
+    spin (the short one cost the 32-px default 7 % per step); the align stage asks for the short
+    one. A user's policy or spin count wins."""
     import os
     import subprocess
     import sys
 
     code = "import faceattr, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FACEATTR_JOBS")}
 
-    def printed(**extra: str) -> str:
-        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+    def printed(snippet: str = code, **extra: str) -> str:
+        out = subprocess.run([sys.executable, "-c", snippet], env={**env, **extra}, capture_output=True, text=True)
         return out.stdout.strip()
 
-    assert printed() == "10000 None"
-    assert printed(OMP_WAIT_POLICY="ACTIVE") == "None ACTIVE"
-    assert printed(GOMP_SPINCOUNT="500") == "500 None"
+    assert printed() == "None None"
+    assert printed(FACEATTR_JOBS="2") == "10000 None"
+    assert printed(FACEATTR_JOBS="2", OMP_WAIT_POLICY="ACTIVE") == "None ACTIVE"
+    assert printed(FACEATTR_JOBS="2", GOMP_SPINCOUNT="500") == "500 None"
+    aligning = "import faceattr, os; faceattr.short_openmp_spin(); print(os.environ.get('GOMP_SPINCOUNT'))"
+    assert printed(aligning) == "10000"
+    stage = (ROOT / "stages" / "align.py").read_text()
+    assert stage.index("short_openmp_spin()") < stage.index("from faceattr.config"), "before torch loads"
 
 
 def test_faceattr_jobs_caps_the_threads_at_a_share_of_the_cores(monkeypatch) -> None:

@@ -228,6 +228,9 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     """Predict every face in the given photos; non-zero exit when any input could not be read."""
+    import faceattr
+
+    faceattr.short_openmp_spin()  # torch is not loaded yet: MTCNN's many small operations wait less
     from faceattr.predict import ModelError, run
 
     try:

@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from faceattr.inference.model import ONNX_META_KEY, load_model
 from faceattr.models.checkpoint import load_multitask
-
-ONNX_META_KEY = "faceattr_meta"
 
 
 class _Outputs(nn.Module):
@@ -99,7 +98,6 @@ def parity(model_path: str | Path, onnx_file: str | Path, store: Path, split_fil
     first ``images`` test crops (batch of all of them, and of one)."""
     import numpy as np
 
-    from faceattr.predict import load_model
     from faceattr.train.data import load_split, to_input
 
     test = load_split(store, split_file, ("test",))

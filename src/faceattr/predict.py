@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,11 @@ from PIL import Image, UnidentifiedImageError
 
 from faceattr.data.align import Detection, MTCNNDetector, align_face, resize_face
 from faceattr.data.aligning import load_image
-from faceattr.export import ONNX_META_KEY
-from faceattr.train.data import LabelCodec, to_input
+from faceattr.inference.model import Model, ModelError, load_model  # noqa: F401 (predict's API)
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-class ModelError(ValueError):
-    """The model argument names nothing faceattr can load (a user error: one line, exit 1)."""
 
 
 def find_images(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -56,93 +51,6 @@ def find_images(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
         else:
             out.append((text, "not found"))
     return out
-
-
-@dataclass
-class Model:
-    """A fine-tuned network (PyTorch or ONNX Runtime) with its checkpoint meta."""
-
-    meta: dict[str, Any]
-    torch_model: torch.nn.Module | None = None
-    onnx_session: Any = None
-    output_names: tuple[str, ...] = ()
-    codec: LabelCodec = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.codec = LabelCodec.from_meta(self.meta)
-
-    @property
-    def kind(self) -> str:
-        return "onnx" if self.onnx_session is not None else "pytorch"
-
-    def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The heads' raw outputs for a normalised NCHW float batch."""
-        if self.onnx_session is not None:
-            outs = self.onnx_session.run(None, {"image": x.numpy()})
-            return {k: torch.from_numpy(v) for k, v in zip(self.output_names, outs, strict=True)}
-        with torch.no_grad():
-            return self.torch_model(x)
-
-    def decode(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """Decoded predictions for uint8 (N, S, S, 3) crops: gender logits, age, spread, landmarks..."""
-        x = to_input(
-            torch.from_numpy(crops).permute(0, 3, 1, 2), CPU, tuple(self.meta["mean"]), tuple(self.meta["std"])
-        )
-        pred = self.codec.decode(self.raw(x))
-        return {k: v.float().numpy() for k, v in pred.items()}
-
-
-def load_model(spec: str | Path, device: torch.device | None = None) -> Model:
-    """Load a run folder, a ``model.pt``, an MLflow ``models:/`` URI or an ONNX file."""
-    text = str(spec)
-    if text.startswith(("runs:/", "models:/")):
-        return _from_mlflow(text)
-    path = Path(text)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise ModelError(f"ONNX model '{path}' not found")
-        return _from_onnx(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise ModelError(
-            f"model '{text}' not found: give a run folder (models/finetune/<variant>-s<seed>), its model.pt, "
-            "an MLflow models:/ URI, or an .onnx file"
-        )
-    from faceattr.models.checkpoint import load_multitask
-
-    model, meta = load_multitask(path)
-    return Model(meta, torch_model=model.to(device or torch.device("cpu")).eval())
-
-
-def _from_onnx(path: Path) -> Model:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    props = session.get_modelmeta().custom_metadata_map
-    if ONNX_META_KEY not in props:
-        raise ModelError(f"ONNX model '{path}' carries no faceattr meta: export it with `faceattr export`")
-    return Model(
-        json.loads(props[ONNX_META_KEY]),
-        onnx_session=session,
-        output_names=tuple(o.name for o in session.get_outputs()),
-    )
-
-
-def _from_mlflow(uri: str) -> Model:
-    import mlflow
-
-    from faceattr.tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(uri))
-    except Exception as err:
-        raise ModelError(f"MLflow model '{uri}' cannot be fetched from {tracking_uri()}: {err}") from None
-    found = sorted(local.rglob("model.pt"))
-    if not found:
-        raise ModelError(f"MLflow model '{uri}' holds no model.pt (log it with faceattr's evaluate stage)")
-    return load_model(found[0])
 
 
 @dataclass

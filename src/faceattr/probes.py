@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from faceattr.config import FinetuneConfig, ProbeConfig
+from faceattr.inference import forward_batches
 from faceattr.statistics import bootstrap_ci
-from faceattr.train.data import FaceTensors, Prefetch, batch_indices, load_split, to_input
+from faceattr.train.data import FaceTensors, load_split
 from faceattr.variants import Variant, parse_variant
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ def tasks_of(data: FaceTensors) -> list[Task]:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def features(
     trunk: nn.Module,
     data: FaceTensors,
@@ -91,12 +91,11 @@ def features(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The frozen trunk's features of every row (fp32, eval mode, no flip, no autograd)."""
-    trunk.eval()
     out = []
-    for _, batch in Prefetch(batch_indices(len(data), batch_size, None), data.images.__getitem__, device.type != "cpu"):
-        out.append(trunk(to_input(batch, device, *norm)).float().cpu().numpy())
+    for idx, feats in forward_batches(trunk, data.images, device, *norm, batch_size):
+        out.append(feats.float().cpu().numpy())
         if progress is not None:
-            progress(len(batch))
+            progress(len(idx))
     return np.concatenate(out).astype(np.float64)
 
 

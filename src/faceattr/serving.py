@@ -48,7 +48,8 @@ def _python_model() -> Any:
         """Detect, align and predict, as ``faceattr predict`` does."""
 
         def load_context(self, context: Any) -> None:
-            from faceattr.predict import Predictor, load_model
+            from faceattr.inference import load_model
+            from faceattr.predict import Predictor
 
             self.predictor = Predictor(load_model(context.artifacts["checkpoint"]))
 

@@ -7,10 +7,13 @@ work spins. Two jobs on two cores then fight over four spinning threads. Measure
 the other, against alone):
 
 * torch's default: an alignment beside a training 0.30x, two trainings 0.23x each;
-* ``GOMP_SPINCOUNT=10000`` (a short spin, then sleep), which ``import faceattr`` sets unless the
-  user chose a wait policy or spin count: alignment beside training 0.47x, two alignments 0.51x,
-  and alone alignment runs 1.45x faster (its many small operations no longer wait on spinning
-  threads) and training as fast; two trainings still 0.26x;
+* ``GOMP_SPINCOUNT=10000`` (a short spin, then sleep), which ``import faceattr`` sets where
+  ``FACEATTR_JOBS`` is set and the align stage and ``faceattr predict`` ask for
+  (``faceattr.short_openmp_spin``), unless the user chose a wait policy or spin count: alignment
+  beside training 0.47x, two alignments 0.51x, and alone alignment runs 1.45x faster (its many
+  small operations no longer wait on spinning threads); a 64-px training alone ran as fast, but the
+  32-px default's training steps alone run at 0.93x with it (``bench/bench_openmp_spin.py``),
+  so a training alone keeps libgomp's spin; two trainings still 0.26x;
 * ``FACEATTR_JOBS=2``: each stage's torch gets cores // 2 threads (``configure``, called by every
   stage): every pair at least 0.58x.
 * ``OMP_WAIT_POLICY=PASSIVE`` is fair too (0.60x) but makes a training alone 18-20 % slower.

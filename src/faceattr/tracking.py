@@ -57,7 +57,8 @@ TEST_METRICS = ("test_gender_acc", "test_age_mae", "test_landmark_nme", "test_at
 DEFAULT_VIEWS = {
     EXPERIMENT: [
         *(f"metrics.`{m}`" for m in TEST_METRICS),
-        *(f"params.`{p}`" for p in ("seed", "pretraining", "tasks", "backbone")),
+        # MLflow sorts these by name: pretraining, seed, tasks, train_fraction (the backbone opens the run name)
+        *(f"params.`{p}`" for p in ("seed", "pretraining", "tasks", "train_fraction")),
     ],
     VARIANTS_EXPERIMENT: [
         *(f"metrics.`{m}{s}`" for m in TEST_METRICS[:3] for s in ("", "_std")),

@@ -92,8 +92,8 @@ class Prefetch:
     drawn when it asks for it. ``fetch`` must depend on the index batch only.
 
     ``background=False`` gathers inline, in the same order: for a step on the CPU, whose OpenMP
-    threads already use every core. There a gathering thread beside them slowed an epoch of the
-    32-px default from 1.65 to 1.9-3.6 s on 2 cores (``bench/bench_prefetch.py``).
+    threads already use every core. There a gathering thread beside them made an epoch of the
+    32-px default 1.31x slower on 2 cores (``bench/bench_prefetch.py``: 416 against 546 crops/s, best of 5).
     """
 
     def __init__(

@@ -14,6 +14,7 @@ from torch import nn
 
 from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
 from faceattr.distributed import current
+from faceattr.inference.batches import decoded_batches
 from faceattr.io import atomic_path, write_json, write_rows_csv
 from faceattr.metrics import MetricSums
 from faceattr.models.backbones import create_backbone, output_size
@@ -26,7 +27,6 @@ from faceattr.train.data import (
     LabelCodec,
     Prefetch,
     augment,
-    batch_indices,
     epoch_batches,
     for_device,
     load_split,
@@ -292,14 +292,11 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float = 5.0) -> dict[str, float]:
     """Metrics of ``model`` on a split (gender accuracy, age MAE and CS@k, landmark NME)."""
-    model.eval()
     sums = MetricSums(b.device, cs_threshold)
-    background = b.device.type != "cpu"
-    for idx, images in Prefetch(batch_indices(len(b.data), batch_size, None), b.data.images.__getitem__, background):
-        x = to_input(images, b.device, b.mean, b.std, b.channels_last)
-        with torch.autocast(b.device.type, dtype=torch.bfloat16, enabled=b.bf16):
-            outputs = model(x)
-        pred = b.codec.decode(outputs)  # decode and metrics in fp32
+    batches = decoded_batches(
+        model, b.codec, b.data.images, b.device, b.mean, b.std, batch_size, half=b.bf16, channels_last=b.channels_last
+    )
+    for idx, pred in batches:  # decode and metrics in fp32
         true = {"gender": b.data.gender[idx], "age": b.data.age[idx], "landmarks": b.data.landmarks[idx]}
         if b.data.attributes is not None:
             true["attributes"] = b.data.attributes[idx]

@@ -169,6 +169,7 @@ TRAINING_CODE = (
     "config.py",
     "device.py",
     "distributed.py",
+    "inference/batches.py",
     "metrics.py",
     "variants.py",
     "data/align.py",
