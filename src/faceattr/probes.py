@@ -116,10 +116,10 @@ def _labelled(
 def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float, penalty: str) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    if penalty == "l1":
-        model = LogisticRegression(penalty="l1", C=c, solver="liblinear", max_iter=2000)
+    if penalty == "l1":  # liblinear shuffles the rows: seeded, or two runs of one stage differ
+        model = LogisticRegression(penalty="l1", C=c, solver="liblinear", max_iter=2000, random_state=0)
     else:
-        model = LogisticRegression(C=c, max_iter=2000)
+        model = LogisticRegression(C=c, max_iter=2000, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings at the path's weak end: scored as they are
         return model.fit(x, y.astype(int))
