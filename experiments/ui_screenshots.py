@@ -67,7 +67,7 @@ def main() -> None:
     if browser is None:
         raise SystemExit("chromium not found: apt-get install chromium")
     port = 9333
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
              f"--user-data-dir={profile}", "--window-size=1600,1000", "about:blank"],
@@ -98,6 +98,7 @@ def main() -> None:
             page.shot(out / "run_page.png")
         finally:
             proc.terminate()
+            proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
