@@ -275,6 +275,37 @@ def _client_for(uri: str, cwd: str) -> Any:
     return MlflowClient(uri)
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the current folder, or absolute)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(rest) if rest else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise across processes what two jobs starting on one SQLite file at once race on: MLflow
+    creating its tables ("table runs already exists" killed the second of two `dvc queue` workers)
+    and faceattr creating its experiments. A lock file beside the database; other stores (a
+    tracking server) serialise these themselves, and where ``fcntl`` is missing nothing is locked."""
+    path = _sqlite_file(uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def experiment_of(stage: str) -> str:
     """The experiment a stage's runs go to: fine-tuning runs to ``faceattr``, the rest apart."""
     return EXPERIMENT if stage == "finetune_multitask" else STAGES_EXPERIMENT
@@ -304,8 +335,9 @@ def _start(stage: str, name: str, tags: Mapping[str, str], experiment: str | Non
     if OUTAGE.down is not None:
         return Run(name=name)
     try:
-        client = _client()
-        experiment_id = _experiment_id(client, experiment or experiment_of(stage))
+        with _store_lock(uri):  # two jobs opening a new SQLite store at once race on its tables
+            client = _client()
+            experiment_id = _experiment_id(client, experiment or experiment_of(stage))
         run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
     except Exception as err:
         if OUTAGE.answered:
