@@ -30,3 +30,24 @@ def table(title: str, rows: list[tuple[str, float, str]], baseline: str) -> None
     for name, rate, note in rows:
         print(f"  {name:44} {rate:10.1f} {rate / base:22.2f}  {note}")
     print(f"  peak host RSS {peak_rss_mib():.0f} MiB")
+
+
+def multitask_setup(n: int, size: int, width: int, rng) -> tuple:
+    """Random labels for ``n`` crops of ``size`` px (gender, age, the template's landmarks), their
+    label codec and the default's multi-task FaceResNet18 at ``width``, as the step benches use."""
+    import torch
+
+    from faceattr.data.align import template
+    from faceattr.models.backbones import create_backbone
+    from faceattr.models.heads import MultiTaskModel
+    from faceattr.train.data import LabelCodec
+
+    gender = torch.tensor(rng.integers(0, 2, n))
+    age = torch.tensor(rng.uniform(1, 90, n), dtype=torch.float32)
+    landmarks = torch.tensor(template(size), dtype=torch.float32).expand(n, 5, 2).contiguous()
+    model = MultiTaskModel(
+        create_backbone("face_resnet18", input_size=size, embedding_size=128, width=width),
+        ("gender", "age", "landmarks"),
+        128,
+    )
+    return gender, age, landmarks, LabelCodec(size, 35.0, 15.0), model

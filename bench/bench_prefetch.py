@@ -20,13 +20,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, table
+from _common import best_of, multitask_setup, table
 
 from faceattr.config import AugmentConfig
-from faceattr.data.align import template
-from faceattr.models.backbones import create_backbone
-from faceattr.models.heads import MultiTaskModel
-from faceattr.train.data import NORMALISATION, LabelCodec, Prefetch, augment, batch_indices, to_input
+from faceattr.train.data import NORMALISATION, Prefetch, augment, batch_indices, to_input
 from faceattr.train.losses import multitask_loss
 
 WEIGHTS = {"gender": 1.0, "age": 1.0, "landmarks": 1.0}
@@ -44,16 +41,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (args.n, 3, args.size, args.size), dtype=np.uint8)
     images = torch.from_numpy(crops)
-    gender = torch.tensor(rng.integers(0, 2, args.n))
-    age = torch.tensor(rng.uniform(1, 90, args.n), dtype=torch.float32)
-    landmarks = torch.tensor(template(args.size), dtype=torch.float32).expand(args.n, 5, 2).contiguous()
-    codec = LabelCodec(args.size, 35.0, 15.0)
+    gender, age, landmarks, codec, model = multitask_setup(args.n, args.size, args.width, rng)
     mean, std = NORMALISATION["default"]
-    model = MultiTaskModel(
-        create_backbone("face_resnet18", input_size=args.size, embedding_size=128, width=args.width),
-        ("gender", "age", "landmarks"),
-        128,
-    )
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     aug = AugmentConfig()
 

@@ -22,13 +22,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, table
+from _common import best_of, multitask_setup, table
 
 from faceattr.config import AugmentConfig
-from faceattr.data.align import template
-from faceattr.models.backbones import create_backbone
-from faceattr.models.heads import MultiTaskModel
-from faceattr.train.data import NORMALISATION, LabelCodec, augment, batch_indices, to_input
+from faceattr.train.data import NORMALISATION, augment, batch_indices, to_input
 from faceattr.train.losses import multitask_loss
 
 WEIGHTS = {"gender": 1.0, "age": 1.0, "landmarks": 1.0}
@@ -47,16 +44,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (args.n, args.size // 8, args.size // 8, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
     images = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
-    gender = torch.tensor(rng.integers(0, 2, args.n))
-    age = torch.tensor(rng.uniform(1, 90, args.n), dtype=torch.float32)
-    landmarks = torch.tensor(template(args.size), dtype=torch.float32).expand(args.n, 5, 2).contiguous()
-    codec = LabelCodec(args.size, 35.0, 15.0)
+    gender, age, landmarks, codec, model = multitask_setup(args.n, args.size, args.width, rng)
     mean, std = NORMALISATION["default"]
-    model = MultiTaskModel(
-        create_backbone("face_resnet18", input_size=args.size, embedding_size=128, width=args.width),
-        ("gender", "age", "landmarks"),
-        128,
-    ).to(device)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     amp = device.type == "cuda"
 
