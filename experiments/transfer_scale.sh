@@ -49,7 +49,19 @@ point_params() {
 }
 
 points=( "$@" )
-[ ${#points[@]} -gt 0 ] || points=( lfw1680 lfw100 lfw400 celeba112 )
+if [ ${#points[@]} -eq 0 ]; then
+  points=( lfw1680 lfw100 lfw400 celeba112 )
+  # CelebA's 200 people are the CelebA target's own people: pretraining on some of them would take
+  # their images out of fine-tuning (each person goes to one role), so that arm's `none` would train
+  # on other images than every other arm's. The CelebA target has the LFW points only.
+  [ "$target" = celeba ] && points=( lfw1680 lfw100 lfw400 )
+fi
+for point in "${points[@]}"; do
+  if [ "$target" = celeba ] && [ "$point" = celeba112 ]; then
+    echo "transfer_scale.sh: celeba112 pretrains on the CelebA target's own people; not a point of that target" >&2
+    exit 2
+  fi
+done
 for point in "${points[@]}"; do
   params=$(point_params "$point")
   if [ -f "$out/$point/done" ]; then
@@ -72,6 +84,7 @@ for point in "${points[@]}"; do
     echo "commit: $(git rev-parse HEAD)"
     echo "wall_s: $wall"
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
+    echo "jobs: FACEATTR_JOBS=${FACEATTR_JOBS:-unset} ($(nproc) cores)"
     echo "finished: $(date -u +%FT%TZ)"
   } > "$dest/RUN.txt"
   touch "$dest/done"
