@@ -1,11 +1,15 @@
 """finetune_multitask stage: train the runs of the matrix, each a variant (backbone × pretraining ×
 task set × age head × options) at one seed: every run of params with ``--all`` (what dvc.yaml
-runs: one process; finished runs with unchanged inputs are reused, see
-:mod:`faceattr.train.matrix`), or one with ``--variant`` and ``--seed``."""
+runs; finished runs with unchanged inputs are reused, see :mod:`faceattr.train.matrix`), one
+after another in this process, or ``finetune_multitask.runs_per_device`` at a time per device,
+each in a process of its own (:mod:`faceattr.train.concurrent`); or one run with ``--variant``
+and ``--seed`` (what a cluster's array job runs, see docs/scale.md)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -16,8 +20,9 @@ from faceattr.device import pick_device
 from faceattr.distributed import init_distributed
 from faceattr.stage import parser, run
 from faceattr.tracking import data_provenance
+from faceattr.train.concurrent import Job, run_jobs, slots
 from faceattr.train.matrix import RunPaths, in_folders, train_run
-from faceattr.variants import parse_variant, run_name
+from faceattr.variants import Variant, parse_variant, run_name
 
 log = logging.getLogger("faceattr.stages.finetune_multitask")
 
@@ -37,6 +42,24 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
+def one_run(args: argparse.Namespace, variant: Variant, seed: int, paths: RunPaths) -> Job:
+    """This stage's one-run command for a run of ``--all``, writing the files ``--all`` would."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--params", args.params]
+    argv += ["--variant", variant.name, "--seed", str(seed)]
+    argv += ["--store", args.store, "--split", args.split, "--identity", args.identity]
+    argv += [
+        "--out",
+        str(paths.out),
+        "--resume",
+        str(paths.resume),
+        "--metrics",
+        str(paths.metrics),
+        "--curve",
+        str(paths.curve),
+    ]
+    return Job(run_name(variant.name, seed), tuple(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument(
@@ -44,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="train every variant x seed of finetune_multitask; --out, --resume, --metrics and --curve are then "
         "folders holding <run>/model.pt, <run>.pt, <run>.json and <run>.csv",
+    )
+    p.add_argument(
+        "--index",
+        type=int,
+        help="with --all: train only run INDEX of the matrix (0-based, the order `faceattr matrix` lists), "
+        "into the files --all writes: what one task of a cluster's array job runs",
     )
     p.add_argument("--variant", help="one run: <backbone>-<pretraining>-<task>+<task>[-<option>...]")
     p.add_argument("--seed", type=int, help="one run: its training seed")
@@ -57,20 +86,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.all == (args.variant is not None) or (args.variant is None) != (args.seed is None):
         p.error("give either --all, or both --variant and --seed")
+    if args.index is not None and not args.all:
+        p.error("--index picks a run of --all's matrix: give it with --all")
     cfg = load_section(args.params, "finetune_multitask", FinetuneConfig)
     check_same_trunk(load_section(args.params, "pretrain_identity", PretrainIdentityConfig), cfg)
     if args.all:  # every name is checked before the first run trains
         runs = [(parse_variant(v), s) for v in cfg.variants for s in cfg.seeds]
         folders = (Path(args.out), Path(args.resume), Path(args.metrics), Path(args.curve))
         targets = [in_folders(run_name(v.name, s), *folders) for v, s in runs]
+        if args.index is not None:
+            if not 0 <= args.index < len(runs):
+                raise ValueError(
+                    f"--index {args.index}: the matrix of '{args.params}' has {len(runs)} runs (0 to {len(runs) - 1})"
+                )
+            runs, targets = [runs[args.index]], [targets[args.index]]
     else:
         runs = [(parse_variant(args.variant), args.seed)]
         targets = [RunPaths(Path(args.out), Path(args.resume), Path(args.metrics), Path(args.curve))]
     info = init_distributed()  # one process unless started by torchrun
-    provenance = data_provenance(args.params, "finetune", args.store)
     device = pick_device()
-    done: Counter[str] = Counter()
+    envs = slots(cfg.runs_per_device, device) if args.all and info.world == 1 else [{}]
     started = time.monotonic()
+    if len(envs) > 1 and len(runs) > 1:
+        log.info(
+            "finetune_multitask: %d runs, %d at once (runs_per_device: %s)", len(runs), len(envs), cfg.runs_per_device
+        )
+        jobs = [one_run(args, variant, seed, paths) for (variant, seed), paths in zip(runs, targets, strict=True)]
+        run_jobs(jobs, envs, progress=lambda done, total: eta(started, done, total))
+        return
+    provenance = data_provenance(args.params, "finetune", args.store)
+    done: Counter[str] = Counter()
     for i, ((variant, seed), paths) in enumerate(zip(runs, targets, strict=True), 1):
         log.info(
             "finetune_multitask run %d/%d: %s%s",

@@ -4,6 +4,7 @@ faceattr ui [--port 5000] [--host 127.0.0.1]   browse the MLflow runs of this pr
 faceattr check-params [params.yaml]            parse every section; print the first problem
 faceattr preset utkface                        `-S key=value` arguments for `dvc exp run`
 faceattr protocol-summary RUN...               mean ± std over a multi-split protocol's runs (AgeDB's 5)
+faceattr matrix [--count | --run I]            the fine-tuning runs of params; train run I (a cluster's array task)
 """
 
 from __future__ import annotations
@@ -290,6 +291,60 @@ def _compare(args: argparse.Namespace) -> int:
     return subprocess.run([*cmd, *args.dvc_args], check=False).returncode
 
 
+def stage_command(root: Path, stage: str) -> str:
+    """A dvc.yaml stage's ``cmd`` with its ``${...}`` params filled in from params.yaml, as DVC runs it."""
+    import re
+
+    import yaml
+
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    if stage not in stages:
+        raise ConfigError(f"{root / 'dvc.yaml'} has no stage '{stage}'")
+    params = load_params(root / "params.yaml")
+
+    def value(match: re.Match[str]) -> str:
+        node: object = params
+        for key in match.group(1).split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise ConfigError(f"dvc.yaml's {stage} command names ${{{match.group(1)}}}, which params.yaml lacks")
+            node = node[key]
+        return str(node)
+
+    return re.sub(r"\$\{([\w.]+)\}", value, " ".join(str(stages[stage]["cmd"]).split()))
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    """The fine-tuning matrix's runs, numbered; or one of them trained as dvc.yaml's stage would."""
+    import shlex
+
+    from faceattr.config import FinetuneConfig, load_section
+    from faceattr.variants import parse_variant, run_name
+
+    root = project_root()
+    try:
+        cfg = load_section(root / "params.yaml", "finetune_multitask", FinetuneConfig)
+        runs = [run_name(parse_variant(v).name, s) for v in cfg.variants for s in cfg.seeds]
+        command = stage_command(root, "finetune_multitask")
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.count:
+        print(len(runs))
+        return 0
+    if args.run is None:
+        for i, name in enumerate(runs):
+            print(f"{i}\t{name}")
+        return 0
+    if not 0 <= args.run < len(runs):
+        print(f"error: --run {args.run}: the matrix has {len(runs)} runs (0 to {len(runs) - 1})", file=sys.stderr)
+        return 1
+    argv = [*shlex.split(command), "--index", str(args.run)]
+    if argv[0] == "python":  # the interpreter this faceattr runs in, as on the PATH of `dvc repro`
+        argv[0] = sys.executable
+    print(f"faceattr matrix: run {args.run} of {len(runs)}, {runs[args.run]}", file=sys.stderr, flush=True)
+    return subprocess.run(argv, cwd=root, check=False).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="faceattr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -340,6 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("model", help="run folder (models/finetune/<run>) or its model.pt")
     exp.add_argument("--onnx", required=True, help="ONNX file to write")
     exp.set_defaults(func=_export)
+    mat = sub.add_parser(
+        "matrix",
+        help="list the fine-tuning runs of params (index and name), or train one: a cluster's array task",
+    )
+    mat.add_argument("--count", action="store_true", help="print the number of runs only")
+    mat.add_argument("--run", type=int, help="train run RUN (0-based) with dvc.yaml's finetune_multitask command")
+    mat.set_defaults(func=_matrix)
     cmp = sub.add_parser(
         "compare",
         help="experiments side by side: dvc exp show with the headline metrics and the params that differ",

@@ -71,7 +71,13 @@ def _coerce(hint: Any, value: Any, where: str, complete: bool = False) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where, complete)
+        errors = []
+        for option in inner:  # the first that takes the value (e.g. int | Literal["auto"])
+            try:
+                return _coerce(option, value, where, complete)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(" or ".join(errors)) if len(errors) > 1 else ConfigError(errors[0])
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"'{where}' must be one of {list(args)}, got {value!r}")
@@ -416,8 +422,13 @@ class FinetuneConfig:
     # frac<P> variants: steps (every fraction takes the optimizer steps of the whole training pool,
     # so a curve measures data, not steps) | epochs (the same epochs over fewer images: fewer steps)
     fraction_budget: Literal["steps", "epochs"] = "steps"
+    # runs trained at once per device (how the matrix is scheduled, never what a run computes: no
+    # stage lists it as a param and no run's resume key holds it); auto: 1 on a CPU, 4 per CUDA GPU
+    runs_per_device: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.runs_per_device, int) and self.runs_per_device < 1:
+            raise ValueError(f"runs_per_device must be a positive number of runs or 'auto', got {self.runs_per_device}")
         if set(self.loss_weights) != set(TASKS):
             raise ValueError(f"loss_weights needs exactly the tasks {list(TASKS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -351,8 +351,9 @@ def run_key(
     the store's crops, labels and geometry, the trunk it starts from (the identity checkpoint, or
     the ImageNet weights file), its precision and the training code.
 
-    Params that cannot change this run are left out: the matrix (``variants``, ``seeds``), and
-    ``imagenet_weights`` / ``imagenet_missing`` for a run that does not start from ImageNet.
+    Params that cannot change this run are left out: the matrix (``variants``, ``seeds``) and how
+    it is scheduled (``runs_per_device``), and ``imagenet_weights`` / ``imagenet_missing`` for a run
+    that does not start from ImageNet.
     """
     if variant.pretraining == "identity":
         init: Path | None = identity_checkpoint
@@ -361,7 +362,7 @@ def run_key(
     else:  # ImageNet's or dlib's weights file (raises with the remedy where absent); None from scratch
         init = initial_weights(variant, cfg)
     half = bf16(device, cfg.accel)
-    unused = ("variants", "seeds", "imagenet_weights", "imagenet_missing")
+    unused = ("variants", "seeds", "imagenet_weights", "imagenet_missing", "runs_per_device")
     if variant.backbone != "dlib_resnet":
         unused += ("dlib_features",)
     params = {k: v for k, v in recipe(cfg).items() if k not in unused}
@@ -444,7 +445,9 @@ def finetune(
         "age_mean": codec.age_mean,
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,
-        "params": to_dict(cfg),
+        "params": {
+            k: v for k, v in to_dict(cfg).items() if k != "runs_per_device"
+        },  # alone or beside others: one model
         "seed": seed,
         "precision": precision_name(half),  # what accel.precision came to on this machine
     }

@@ -75,7 +75,7 @@ def train_run(
     "trained", "reused" or "not run"."""
     name = run_name(variant.name, seed)
     machine = describe_machine(device)
-    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds")}
+    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("variants", "seeds", "runs_per_device")}
     # what the accel switches came to on this device, not what was asked (channels-last is CUDA-only)
     recipe["accel"] = {**recipe["accel"], "channels_last": nhwc(device, cfg.accel)}
     params = {
