@@ -319,7 +319,16 @@ def _experiment_id(client: Any, name: str = EXPERIMENT) -> str:
     if view is not None:
         tags[f"mlflow.sharedViewState.{VIEW_KEY}"] = view
     if exp is None:
-        return client.create_experiment(name, tags=tags)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, tags=tags)
+        except MlflowException as err:  # another job created it since (a tracking server shared by jobs)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
     for key, value in tags.items():
         if exp.tags.get(key) != value:
             client.set_experiment_tag(exp.experiment_id, key, value)
