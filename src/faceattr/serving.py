@@ -119,10 +119,10 @@ def log_model(run_id: str, model_dir: Path) -> str:
     import mlflow
 
     from faceattr import __version__
-    from faceattr.tracking import tracking_uri
+    from faceattr.tracking import store_uri
 
     meta = json.loads((model_dir / "meta.json").read_text())
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(store_uri())
     with mlflow.start_run(run_id=run_id), quiet_logging():
         info = mlflow.pyfunc.log_model(
             name=model_name(model_dir.name),
@@ -145,12 +145,12 @@ def register(model_uri: str, name: str, description: str = "") -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from faceattr.tracking import tracking_uri
+    from faceattr.tracking import store_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(store_uri())
     version = mlflow.register_model(model_uri, name)
     if description:
-        client = MlflowClient(tracking_uri())
+        client = MlflowClient(store_uri())
         client.update_registered_model(name, description=description)
         client.update_model_version(name, version.version, description=description)
     return str(version.version)

@@ -92,7 +92,28 @@ def enabled() -> bool:
 
 
 def tracking_uri() -> str:
+    """The tracking URI as configured (``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``): what
+    messages and ``mlflow_run.json`` name. A process connects to :func:`store_uri`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def store_uri() -> str:
+    """The store this process connects to: :func:`tracking_uri`, a relative SQLite path taken from
+    the project's folder when DVC runs the stage (``DVC_ROOT``), else from the current folder.
+    ``dvc exp run --queue`` and ``--temp`` run the stages in a temporary copy of the workspace and
+    set ``DVC_ROOT`` to the workspace itself, so their runs land in the project's store, not in a
+    copy deleted when the experiment ends."""
+    root = os.environ.get("DVC_ROOT")
+    return absolute_uri(tracking_uri(), Path(root)) if root else tracking_uri()
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts (logged models, meta.json):
+    ``mlruns/<experiment>`` beside the database, not MLflow's default under the current folder,
+    which under ``dvc exp run --queue`` is a temporary copy. None for other stores (a tracking
+    server decides)."""
+    path = _sqlite_file(uri)
+    return (path.resolve().parent / "mlruns" / experiment).as_uri() if path is not None else None
 
 
 def absolute_uri(uri: str, root: Path) -> str:
@@ -261,7 +282,7 @@ def _short(err: BaseException) -> str:
 def _client() -> Any:
     """A client of the current tracking URI; one per URI and process (creating one opens the
     store, which for SQLite checks its schema: a second per run of a 45-run stage adds up)."""
-    return _client_for(tracking_uri(), os.getcwd())  # a relative sqlite:/// path is the folder's
+    return _client_for(store_uri(), os.getcwd())  # a relative sqlite:/// path is the folder's
 
 
 @functools.cache
@@ -312,7 +333,8 @@ def experiment_of(stage: str) -> str:
 
 
 def _experiment_id(client: Any, name: str = EXPERIMENT) -> str:
-    """The experiment ``name``, created as (or marked) a model-training experiment."""
+    """The experiment ``name``, created as (or marked) a model-training experiment, its artifacts
+    beside a SQLite store's database (``artifact_location``)."""
     exp = client.get_experiment_by_name(name)
     tags = dict(EXPERIMENT_KIND)
     view = default_view(name)
@@ -322,7 +344,7 @@ def _experiment_id(client: Any, name: str = EXPERIMENT) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            return client.create_experiment(name, tags=tags)
+            return client.create_experiment(name, artifact_location(store_uri(), name), tags=tags)
         except MlflowException as err:  # another job created it since (a tracking server shared by jobs)
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -340,7 +362,7 @@ def _start(stage: str, name: str, tags: Mapping[str, str], experiment: str | Non
 
     Once the store has answered in this process, a failure is an outage, not a wrong URI: the run
     is inert (``OUTAGE``) and the stage goes on."""
-    uri = tracking_uri()
+    uri = store_uri()
     if OUTAGE.down is not None:
         return Run(name=name)
     try:

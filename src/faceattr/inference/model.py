@@ -95,9 +95,9 @@ def _from_onnx(path: Path) -> Model:
 def _from_mlflow(uri: str) -> Model:
     import mlflow
 
-    from faceattr.tracking import tracking_uri
+    from faceattr.tracking import store_uri, tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(store_uri())
     try:
         local = Path(mlflow.artifacts.download_artifacts(uri))
     except Exception as err:
