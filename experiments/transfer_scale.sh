@@ -32,20 +32,35 @@ case $target in
 esac
 # A claim about a method (pretraining on N people), so its intervals resample the seeds as well as
 # the test clusters (evaluate.interval: seeds_and_clusters).
-matrix=( -S "finetune_multitask.variants=[face_resnet18-identity-$tasks,face_resnet18-none-$tasks]"
-         -S 'finetune_multitask.seeds=[0,1,2]' -S evaluate.interval=seeds_and_clusters )
+matrix=( -S 'finetune_multitask.seeds=[0,1,2]' -S evaluate.interval=seeds_and_clusters )
 
-# The pretraining points: name, then the params that make it. LFW at 8 epochs (its held-out
+# The pretraining points: name, then the params that make it (after the target's preset: the dlib
+# preset's 150-px chips must override the data presets' 64-px size). LFW at 8 epochs (its held-out
 # verification plateaued from epoch 6 at 1,344 people: results/lfw_identities_e2e), CelebA's 112
-# people with cpu_real's 30 epochs (its verification was still rising at 8).
+# people with cpu_real's 30 epochs (its verification was still rising at 8). `dlib`: dlib's trunk
+# (7,485 people, about 3 million faces) against the same network from scratch, its own pair of
+# arms; at 150 px its network costs about 10 times IResNet-18 at 64 px, so on UTKFace it
+# fine-tunes on the seeded 4,000-image subset (the same images for both of its arms), and
+# pretrain_identity (synthetic faces, read by no dlib variant) trains for one epoch only.
 point_params() {
   case $1 in
+    dlib)
+      local sub=""
+      [ "$target" = utkface ] && sub="-S datasets.finetune.max_images=4000"
+      echo "$(faceattr preset dlib) $sub -S pretrain_identity.optim.epochs=1" ;;
     lfw1680) echo "$(faceattr preset lfw_identities) -S pretrain_identity.optim.epochs=8" ;;
     lfw400) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=400 -S pretrain_identity.optim.epochs=8" ;;
     lfw100) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=100 -S pretrain_identity.optim.epochs=8" ;;
     celeba112) echo "$(faceattr preset celeba_identities) $(faceattr preset cpu_real)" ;;
-    *) echo "transfer_scale.sh: unknown point '$1' (lfw1680 | lfw400 | lfw100 | celeba112)" >&2; return 2 ;;
+    *) echo "transfer_scale.sh: unknown point '$1' (lfw1680 | lfw400 | lfw100 | celeba112 | dlib)" >&2; return 2 ;;
   esac
+}
+
+# The arms a point fine-tunes: its pretrained trunk and the same network from scratch.
+point_matrix() {
+  local backbone=face_resnet18 pretraining=identity
+  [ "$1" = dlib ] && backbone=dlib_resnet pretraining=dlib
+  echo "-S finetune_multitask.variants=[$backbone-$pretraining-$tasks,$backbone-none-$tasks]"
 }
 
 points=( "$@" )
@@ -72,7 +87,7 @@ for point in "${points[@]}"; do
   git checkout HEAD -- params.yaml            # each point starts from the committed params
   start=$(date +%s)
   # shellcheck disable=SC2086  # the presets are words
-  dvc exp run -n "ts-$target-$point" $params "${finetune[@]}" "${matrix[@]}"
+  dvc exp run -n "ts-$target-$point" "${finetune[@]}" $params $(point_matrix "$point") "${matrix[@]}"
   wall=$(( $(date +%s) - start ))
   dest=$out/$point
   rm -rf "$dest" && mkdir -p "$dest"
@@ -80,7 +95,7 @@ for point in "${points[@]}"; do
   cp plots/pretrain_identity.csv "$dest"/ 2>/dev/null || true
   cp models/pretrain_identity/trunk.pt "$trunks/$point.pt"
   {
-    echo "command: dvc exp run -n ts-$target-$point $params ${finetune[*]} ${matrix[*]}"
+    echo "command: dvc exp run -n ts-$target-$point ${finetune[*]} $params $(point_matrix "$point") ${matrix[*]}"
     echo "commit: $(git rev-parse HEAD)"
     echo "wall_s: $wall"
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
