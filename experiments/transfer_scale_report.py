@@ -41,6 +41,8 @@ METRICS = {  # metric: (label, percent, decimals)
     "attr_acc": ("mean attribute %", True, 2),
 }
 ORDER = ("lfw100", "lfw400", "lfw1680", "celeba112")
+# dlib's trunk: its own pair of arms (dlib's network pretrained, and from scratch), not trained here
+DLIB = {"people": 7_485, "images": 3_000_000, "lfw_verify": 0.9938}  # dlib's published figures (about 3 M faces)
 
 
 def read_run(path: Path) -> dict[str, str]:
@@ -61,8 +63,9 @@ def load_point(folder: Path) -> dict[str, Any]:
         "run": read_run(folder / "RUN.txt"),
         "split": json.loads((metrics / "split.json").read_text()),
     }
-    probe = folder / "probe.json"
-    point["probe"] = json.loads(probe.read_text()) if probe.is_file() else None
+    # the probes of the point's trunk (experiments' run_probes), else those of its own probe stage
+    probe = next((f for f in (folder / "probe.json", metrics / "probe.json") if f.is_file()), None)
+    point["probe"] = json.loads(probe.read_text()) if probe else None
     return point
 
 
@@ -73,9 +76,9 @@ def variant(ev: Mapping[str, Any], pretraining: str) -> str:
     return names[0]
 
 
-def comparison(ev: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
+def comparison(ev: Mapping[str, Any], metric: str, question: str = QUESTION) -> dict[str, Any] | None:
     for c in ev["comparisons"]:
-        if c["question"] == QUESTION and c["metric"] == metric and c.get("status") == "ok":
+        if c["question"] == question and c["metric"] == metric and c.get("status") == "ok":
             return c
     return None
 
@@ -98,8 +101,11 @@ def stat(ev: Mapping[str, Any], name: str, metric: str) -> str:
     return f"{mfmt(s['mean'], metric)} ± {mfmt(s['std'], metric)}"
 
 
-def rows(points: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per point (and `none` first), with the Holm verdicts across the target."""
+def rows(
+    points: Sequence[Mapping[str, Any]], dlib: Mapping[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per point (and `none` first), then dlib's pair of arms where it ran, with the Holm
+    verdicts across every test of the target (one question: does pretraining help)."""
     first = points[0]["evaluate"]
     metrics = [m for m in METRICS if m in first["variants"][variant(first, "none")]]
     none = variant(first, "none")
@@ -130,10 +136,65 @@ def rows(points: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
                 row["diff"][m] = {k: c[k] for k in ("diff", "ci_low", "ci_high", "p", "resampled", "seeds", "clusters")}
                 tests.append((row, m, c["p"]))
         out.append(row)
+    if dlib is not None:
+        ev = dlib["evaluate"]
+        none_name, dlib_name = variant(ev, "none"), variant(ev, "dlib")
+        trained = ev.get("train_images")
+        out.append(
+            {
+                "arm": "dlib network from scratch",
+                "group": "dlib",
+                "people": 0,
+                "images": 0,
+                "stats": {m: stat(ev, none_name, m) for m in metrics},
+                "train_images": trained,
+            }
+        )
+        row = {
+            "arm": "dlib",
+            "group": "dlib",
+            "source": "dlib",
+            "people": DLIB["people"],
+            "images": DLIB["images"],
+            "held_out_people": None,
+            "verify": None,
+            "stats": {m: stat(ev, dlib_name, m) for m in metrics},
+            "diff": {},
+            "train_images": trained,
+        }
+        for m in metrics:
+            c = comparison(ev, m, "dlib pretraining vs none")
+            if c is not None:
+                row["diff"][m] = {k: c[k] for k in ("diff", "ci_low", "ci_high", "p", "resampled", "seeds", "clusters")}
+                tests.append((row, m, c["p"]))
+        out.append(row)
     verdicts = holm([p for _, _, p in tests], 0.05)
     for (row, m, _), v in zip(tests, verdicts, strict=True):
         row["diff"][m]["holm"] = bool(v)
     return out, metrics
+
+
+def people_note(first: Mapping[str, Any], dlib: Mapping[str, Any] | None) -> list[str]:
+    """Which people the arms share, and what dlib's arms fine-tuned on, as lines above the table."""
+    fin = first["params"]["datasets"]["finetune"]["dataset"]
+    lines = []
+    if fin == "celeba":
+        lines.append(
+            "People: CelebA names its people by number only, so whether any of them is among LFW's 1,680 (both are "
+            "sets of public figures) or dlib's 7,485 cannot be checked; the LFW and dlib points are taken as "
+            "other people. CelebA's own people are not a point here: pretraining on some of them would take their "
+            "images out of fine-tuning, and that arm's `none` would train on other images than every other arm's."
+        )
+    if dlib is not None:
+        n = dlib["evaluate"]["images"]
+        sub = dlib["params"]["datasets"]["finetune"].get("max_images") or 0
+        what = f"the seeded {sub:,}-image subset" if sub else "the same images as the other arms"
+        lines.append(
+            f"dlib: dlib's network (150-px chips) pretrained by dlib and from scratch, both fine-tuned on {what} "
+            f"({', '.join(f'{v:,} {k}' for k, v in n.items())} images); its Δ is against its own from-scratch arm, "
+            "so it measures dlib's pretraining within one architecture, not against the IResNet-18 rows."
+        )
+    return [*(f"{line}\n" for line in lines)] if lines else []
 
 
 def diff_cell(d: Mapping[str, Any] | None, metric: str) -> str:
@@ -150,11 +211,16 @@ def table(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rs:
         v = r.get("verify")
+        dlib = r["arm"] == "dlib"
         cells = [
-            f"`{r['arm']}`",
-            f"{r['people']:,} + {r['held_out_people']:,}" if r["people"] else "0",
-            f"{r['images']:,}" if r["images"] else "0",
-            f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}" if v else "",
+            f"`{r['arm']}`" + (" (Δ vs the dlib network from scratch)" if dlib else ""),
+            "7,485 (dlib's)" if dlib else f"{r['people']:,} + {r['held_out_people']:,}" if r["people"] else "0",
+            "about 3 million (dlib's)" if dlib else f"{r['images']:,}" if r["images"] else "0",
+            f"{100 * DLIB['lfw_verify']:.2f} (LFW pairs, dlib's figure)"
+            if dlib
+            else f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}"
+            if v
+            else "",
             *(r["stats"].get(m, "") for m in metrics),
             *(diff_cell(r.get("diff", {}).get(m), m) for m in metrics),
         ]
@@ -173,7 +239,7 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
     for ax, m in zip(axes[0], shown, strict=True):
         label, percent, _ = METRICS[m]
         scale = 100 if percent else 1
-        for source, marker in (("lfw", "o-"), ("celeba", "s")):
+        for source, marker in (("lfw", "o-"), ("celeba", "s"), ("dlib", "D")):
             pts = sorted((r for r in rs if r.get("source") == source and m in r["diff"]), key=lambda r: r["people"])
             if not pts:
                 continue
@@ -183,7 +249,7 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
                 [scale * (r["diff"][m]["diff"] - r["diff"][m]["ci_low"]) for r in pts],
                 [scale * (r["diff"][m]["ci_high"] - r["diff"][m]["diff"]) for r in pts],
             ]
-            label_of = {"lfw": "LFW people", "celeba": "CelebA people"}
+            label_of = {"lfw": "LFW people", "celeba": "CelebA people", "dlib": "dlib's trunk (its own network)"}
             ax.errorbar(x, y, yerr=err, fmt=marker, capsize=4, label=label_of[source])
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(CASIA["people"], color="grey", ls=":", label="CASIA-WebFace (the first paper)")
@@ -260,16 +326,20 @@ def main() -> None:
         folders = [target_dir / n for n in ORDER if (target_dir / n / "done").is_file()]
         if not folders:
             continue
+        dlib = load_point(target_dir / "dlib") if (target_dir / "dlib" / "done").is_file() else None
         if args.trunks and args.probe_store and args.probe_split:
             for f in folders:
                 run_probes(f, args.trunks, args.probe_store, args.probe_split)
         points = [load_point(f) for f in folders]
         target = target_dir.name
-        rs, metrics = rows(points)
+        rs, metrics = rows(points, dlib)
         fig = figure(rs, metrics, target, args.out / "figures" / f"gain_vs_people_{target}.png")
         ev = points[0]["evaluate"]
         seeds = len(ev["variants"][variant(ev, "none")][metrics[0]]["seeds"])
-        largest = max((r for r in rs[1:]), key=lambda r: r["people"])
+        largest = max((r for r in rs[1:] if r.get("group") != "dlib"), key=lambda r: r["people"])
+        runs = [p["run"] for p in (*points, *([dlib] if dlib else []))]
+        cpus = sorted({f"{r['cpu']}" + (f"; {r['jobs']}" if "jobs" in r else "") for r in runs})
+        probe_points = [*points, *([dlib] if dlib else [])]
         lines = [
             f"# Transfer against the number of people: {target}",
             "",
@@ -279,6 +349,9 @@ def main() -> None:
             f"95 % bootstrap CI resampling {rs[1]['diff'][metrics[0]]['resampled']}; ✓: significant after Holm "
             f"across all {sum(len(r.get('diff', {})) for r in rs)} tests of this table.",
             "",
+            f"Machine: {' | '.join(cpus)}; no GPU. Other work ran beside the runs: their wall times are not timings.",
+            "",
+            *people_note(points[0], dlib),
             table(rs, metrics),
             "",
             f"![gain against people]({fig.relative_to(args.out)})",
@@ -292,12 +365,12 @@ def main() -> None:
             "Full probe: score [95 % CI over test clusters]; units: the fewest an L1 probe needs for 95 % of the "
             "full probe's validation accuracy / of its gain over the majority.",
             "",
-            *probe_table(points),
+            *probe_table(probe_points),
             "",
             "## Runs",
             "",
         ]
-        for p in points:
+        for p in (*points, *([dlib] if dlib else [])):
             r = p["run"]
             minutes = int(r["wall_s"]) / 60
             lines += [f"- `{p['name']}`: `{r['command']}` at `{r['commit'][:7]}`; {minutes:.1f} min; {r['cpu']}"]
