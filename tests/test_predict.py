@@ -14,7 +14,7 @@ from PIL import Image
 from faceattr.cli import main
 from faceattr.predict import find_images, load_model
 
-from .conftest import TINY_VARIANTS
+from .conftest import SHARED, TINY_VARIANTS
 
 pytest.importorskip("facenet_pytorch")
 
@@ -189,3 +189,93 @@ def test_evaluate_and_predict_run_a_checkpoint_through_one_inference_path(pipeli
     np.testing.assert_allclose(ours["gender_prob"], female, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours["age"], theirs["age"], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ours["landmarks"], theirs["landmarks"], rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which detections are answered for, and what each row says about its face (issue "full size")
+
+
+def _det(x1: float, y1: float, x2: float, y2: float, p: float = 0.99):
+    from faceattr.data.align import Detection
+
+    return Detection(np.zeros((5, 2)), p, np.array([x1, y1, x2, y2], dtype=float))
+
+
+def test_small_and_nested_boxes_are_left_out_and_counted() -> None:
+    from faceattr.data.faces import keep_faces
+
+    face = _det(100, 100, 300, 340)  # a face
+    mouth = _det(180, 260, 230, 300)  # a box on its mouth corner, inside it
+    water = _det(600, 500, 613, 517)  # 13x17 px on water
+    far = _det(700, 100, 740, 150)  # a small face of its own, 40 px
+    kept, dropped = keep_faces([face, far, mouth, water], (1000, 800), 32, 0.02, keep_nested=False)
+    assert kept == [face, far] and dropped == {"too_small": 1, "inside_another_face": 1}
+    kept, dropped = keep_faces([face, far, mouth, water], (1000, 800), 32, 0.02, keep_nested=True)
+    assert kept == [face, far, mouth] and dropped == {"too_small": 1}
+    # the share of the photo: in a 4000-px-high photo, 2 % is 80 px, so the 40-px face goes too
+    kept, dropped = keep_faces([face, far], (6000, 4000), 32, 0.02, keep_nested=False)
+    assert kept == [face] and dropped == {"too_small": 1}
+    kept, _ = keep_faces([face, far, mouth, water], (1000, 800), 0, 0.0, keep_nested=True)
+    assert len(kept) == 4  # every filter off
+
+
+def test_a_tiny_face_is_left_out_and_rows_name_box_size_faces_and_model(tmp_path, hopper, model_dir, capsys) -> None:
+    """Grace Hopper beside a copy whose face MTCNN boxes at about 27 px: the small one is left out
+    by default (counted on stderr), kept with the filters off; every row carries its box size, the
+    faces found in its photo and the model's id (run name and the checkpoint's sha256)."""
+    import hashlib
+
+    photo = Image.new("RGB", (640, 480), (90, 90, 90))  # no larger than detection's 640 px
+    photo.paste(hopper.resize((300, 352)), (0, 60))  # face box about 107 px
+    photo.paste(hopper.resize((80, 94)), (450, 200))  # about 27 px
+    photo.save(tmp_path / "two.jpg")
+    out = tmp_path / "rows.jsonl"
+    assert main(["predict", str(tmp_path / "two.jpg"), "--model", str(model_dir), "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "detections left out: 1 too small" in capsys.readouterr().err
+    sha = hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()
+    assert row["model"] == f"{model_dir.name}@{sha[:12]}"
+    assert row["faces_in_photo"] == 1 and row["box_w"] > 90 and row["box_h"] > 90
+    assert row["box_w"] == pytest.approx(row["box"][2] - row["box"][0], abs=0.11)
+    both = tmp_path / "both.jsonl"
+    argv = ["predict", str(tmp_path / "two.jpg"), "--model", str(model_dir), "--out", str(both)]
+    assert main([*argv, "--min-face", "0", "--min-face-share", "0"]) == 0
+    rows = [json.loads(line) for line in both.read_text().splitlines()]
+    assert len(rows) == 2 and {r["faces_in_photo"] for r in rows} == {2} and rows[1]["box_w"] < 32
+
+
+LFW = SHARED / "lfw" / "lfw-deepfunneled.tgz"
+
+
+@pytest.mark.skipif(not LFW.is_file(), reason=f"LFW is not at {LFW} (see ../shared/datasets/README.md)")
+def test_in_the_wild_photos_give_no_tiny_or_nested_faces(tmp_path, model_dir) -> None:
+    """60 of LFW's photos (news photos: people, crowds, hands at the face): no row's box is under
+    32 px or inside a larger face's box of its photo, and each photo's rows agree on its count."""
+    import tarfile
+
+    from faceattr.data.faces import NESTED, _inside
+
+    folder = tmp_path / "lfw"
+    folder.mkdir()
+    with tarfile.open(LFW) as tar:
+        taken = 0
+        for member in tar:
+            if member.isfile() and member.name.endswith(".jpg"):
+                (folder / f"{taken:03d}.jpg").write_bytes(tar.extractfile(member).read())
+                taken += 1
+                if taken == 60:
+                    break
+    out = tmp_path / "rows.jsonl"
+    assert main(["predict", str(folder), "--model", str(model_dir), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_photo: dict[str, list[dict]] = {}
+    for r in rows:
+        by_photo.setdefault(r["path"], []).append(r)
+    assert len(by_photo) == 60
+    for faces in by_photo.values():
+        ok = [r for r in faces if r["status"] == "ok"]
+        assert all(r["faces_in_photo"] == len(ok) for r in ok)
+        assert all(min(r["box_w"], r["box_h"]) >= 32 for r in ok)
+        for i, r in enumerate(ok):
+            for larger in ok[:i]:
+                assert _inside(np.array(r["box"]), np.array(larger["box"])) < NESTED

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceattr.config import SECTIONS, ConfigError, load_params, parse
+from faceattr.data.faces import MIN_FACE, MIN_FACE_SHARE
 from faceattr.tracking import tracking_uri
 
 
@@ -232,8 +233,11 @@ def _predict(args: argparse.Namespace) -> int:
     import faceattr
 
     faceattr.short_openmp_spin()  # torch is not loaded yet: MTCNN's many small operations wait less
+    from collections import Counter
+
     from faceattr.predict import ModelError, run
 
+    dropped: Counter[str] = Counter()
     try:
         faces, no_face, failed = run(
             args.paths,
@@ -246,11 +250,20 @@ def _predict(args: argparse.Namespace) -> int:
             args.detect_max_side,
             retry_rotated=args.retry_rotated,
             fill=args.fill,
+            min_face=args.min_face,
+            min_face_share=args.min_face_share,
+            keep_nested=args.keep_nested,
+            dropped=dropped,
         )
-    except ModelError as err:
+    except (ModelError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"predict: {faces} faces; {no_face} images without a face; {failed} inputs unreadable", file=sys.stderr)
+    left = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in sorted(dropped.items())) or "none"
+    print(
+        f"predict: {faces} faces; {no_face} images without a face; {failed} inputs unreadable; "
+        f"detections left out: {left}",
+        file=sys.stderr,
+    )
     if failed:
         print(f"error: {failed} inputs could not be read (their rows say why)", file=sys.stderr)
         return 1
@@ -383,6 +396,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--min-probability", type=float, default=0.9, help="MTCNN face probability to keep a face")
     pred.add_argument("--detect-max-side", type=int, default=640, help="detect on a copy at most this large (px)")
     pred.add_argument("--retry-rotated", action="store_true", help="no face: look again at 90/180/270 degrees")
+    pred.add_argument(
+        "--min-face",
+        type=int,
+        default=MIN_FACE,
+        help=f"leave out faces whose box is narrower than this (px, default {MIN_FACE})",
+    )
+    pred.add_argument(
+        "--min-face-share",
+        type=float,
+        default=MIN_FACE_SHARE,
+        help=f"leave out faces narrower than this share of the photo's shorter side (default {MIN_FACE_SHARE})",
+    )
+    pred.add_argument(
+        "--keep-nested", action="store_true", help="keep a box lying inside a larger face's box (default: left out)"
+    )
     pred.add_argument(
         "--fill",
         choices=["black", "edge", "reflect"],

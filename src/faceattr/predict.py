@@ -14,6 +14,7 @@ import glob
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from faceattr.data.align import Detection, MTCNNDetector, align_face, resize_face
 from faceattr.data.aligning import load_image
+from faceattr.data.faces import MIN_FACE, MIN_FACE_SHARE, keep_faces
 from faceattr.inference.model import Model, ModelError, load_model  # noqa: F401 (predict's API)
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,9 @@ class Predictor:
         aligned: bool = False,
         fill: str | None = None,
         retry_rotated: bool = False,
+        min_face: int = MIN_FACE,
+        min_face_share: float = MIN_FACE_SHARE,
+        keep_nested: bool = False,
     ) -> None:
         geometry = training_geometry(model.meta)
         self.model, self.batch_size, self.aligned = model, batch_size, aligned
@@ -123,6 +128,10 @@ class Predictor:
         self.points = geometry["template_points"]  # align.crop resize: the training crops' mean landmarks
         self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side, retry_rotated)
         self.min_probability = min_probability
+        if min_face < 0 or not 0 <= min_face_share < 1:
+            raise ValueError(f"min_face must be >= 0 px and min_face_share in [0, 1), got {min_face}, {min_face_share}")
+        self.min_face, self.min_face_share, self.keep_nested = min_face, min_face_share, keep_nested
+        self.dropped: Counter[str] = Counter()  # detections left out, by reason, over every photo so far
 
     def faces(self, path: str, image: Image.Image) -> tuple[list[Face], str | None]:
         """The aligned faces of one image, or why there are none."""
@@ -133,6 +142,10 @@ class Predictor:
         if not found:
             return [], "no face found"
         found.sort(key=lambda d: -d.area)  # face 0 is the largest confident face
+        found, dropped = keep_faces(found, image.size, self.min_face, self.min_face_share, self.keep_nested)
+        self.dropped.update(dropped)
+        if not found:
+            return [], "no face found (" + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items()) + ")"
         return [
             Face(path, i, d, align_face(image, d.landmarks, self.size, self.scale, self.fill, self.points).crop)
             for i, d in enumerate(found)
@@ -163,16 +176,20 @@ class Predictor:
         by_face = iter(preds)
         for path, item in queue:
             if isinstance(item, str):
-                yield {"path": path, "face": None, "status": _status(item), "reason": item}
+                yield {"path": path, "face": None, "status": _status(item), "reason": item, "faces_in_photo": 0,
+                       "model": self.model.id}  # fmt: skip
                 continue
             for face in item:
-                yield self._row(face, next(by_face))
+                yield self._row(face, next(by_face), len(item))
 
-    def _row(self, face: Face, pred: dict[str, Any]) -> dict[str, Any]:
+    def _row(self, face: Face, pred: dict[str, Any], faces: int) -> dict[str, Any]:
         row: dict[str, Any] = {"path": face.path, "face": face.index, "status": "ok", "reason": ""}
+        row["faces_in_photo"] = faces
+        row["model"] = self.model.id
         d = face.detection
         if d is not None:
             row["box"] = [round(float(v), 1) for v in d.box]
+            row["box_w"], row["box_h"] = round(float(d.box[2] - d.box[0]), 1), round(float(d.box[3] - d.box[1]), 1)
             row["det_prob"] = round(d.probability, 4)
             row["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in d.landmarks]
         meta = self.model.meta
@@ -196,7 +213,7 @@ class Predictor:
 
 
 def _status(reason: str) -> str:
-    return "no_face" if reason == "no face found" else "error"
+    return "no_face" if reason.startswith("no face found") else "error"
 
 
 def read_ahead(paths: Sequence[tuple[str, str | None]], workers: int = 2) -> Iterator[tuple[str, Image.Image | str]]:
@@ -267,8 +284,13 @@ def run(
     progress: bool = True,
     retry_rotated: bool = False,
     fill: str | None = None,
+    min_face: int = MIN_FACE,
+    min_face_share: float = MIN_FACE_SHARE,
+    keep_nested: bool = False,
+    dropped: Counter[str] | None = None,
 ) -> tuple[int, int, int]:
-    """``faceattr predict``: write the rows; returns (faces, images without a face, unreadable)."""
+    """``faceattr predict``: write the rows; returns (faces, images without a face, unreadable).
+    ``dropped``, where given, is updated with the detections left out, by reason."""
     import csv
     import sys
 
@@ -283,6 +305,9 @@ def run(
         aligned=aligned,
         retry_rotated=retry_rotated,
         fill=fill,
+        min_face=min_face,
+        min_face_share=min_face_share,
+        keep_nested=keep_nested,
     )
     paths = find_images(inputs)
     stream = open(out, "w", newline="") if out else sys.stdout  # noqa: SIM115 (closed below)
@@ -318,12 +343,15 @@ def run(
     if draw_dir:
         for number, (path, rows) in enumerate(by_path.items()):
             draw(path, rows, Path(draw_dir), number)
+    if dropped is not None:
+        dropped.update(predictor.dropped)
     return faces, no_face, failed
 
 
 def _all_columns(model: Model) -> list[str]:
     meta = model.meta
-    cols = ["gender", "gender_prob", "p_female"] if "gender" in meta["tasks"] else []
+    cols = ["faces_in_photo", "model", "box_w", "box_h", "det_prob"]
+    cols += ["gender", "gender_prob", "p_female"] if "gender" in meta["tasks"] else []
     if "age" in meta["tasks"]:
         cols += ["age", "age_std"] + (["age_group", "age_group_prob"] if meta["age_head"] == "group" else [])
     return cols + [f"attr_{a}" for a in meta.get("attribute_names", [])]

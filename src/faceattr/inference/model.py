@@ -3,6 +3,7 @@ its meta; run in fp32 on the CPU (the precision its ONNX export is checked again
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,18 @@ class Model:
     torch_model: torch.nn.Module | None = None
     onnx_session: Any = None
     output_names: tuple[str, ...] = ()
+    sha256: str = ""  # of the file the network was read from (model.pt or .onnx)
     codec: LabelCodec = field(init=False)
 
     def __post_init__(self) -> None:
         self.codec = LabelCodec.from_meta(self.meta)
+
+    @property
+    def id(self) -> str:
+        """Which model answered: its run (``<variant>-s<seed>``) and the first 12 hex digits of its
+        file's sha256, e.g. ``face_resnet18-identity-gender+age-s0@3f2a9c01b7de``."""
+        run = f"{self.meta['variant']}-s{self.meta['seed']}" if "variant" in self.meta else "model"
+        return f"{run}@{self.sha256[:12]}" if self.sha256 else run
 
     @property
     def kind(self) -> str:
@@ -75,7 +84,15 @@ def load_model(spec: str | Path, device: torch.device | None = None) -> Model:
     from faceattr.models.checkpoint import load_multitask
 
     model, meta = load_multitask(path)
-    return Model(meta, torch_model=model.to(device or torch.device("cpu")).eval())
+    return Model(meta, torch_model=model.to(device or torch.device("cpu")).eval(), sha256=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _from_onnx(path: Path) -> Model:
@@ -89,6 +106,7 @@ def _from_onnx(path: Path) -> Model:
         json.loads(props[ONNX_META_KEY]),
         onnx_session=session,
         output_names=tuple(o.name for o in session.get_outputs()),
+        sha256=_sha256(path),
     )
 
 
