@@ -52,7 +52,7 @@ def log_variant_runs(results: dict, run_ids: dict[str, str], params: dict[str, s
             continue
         children = {r: run_ids[r] for r in results["runs"] if r.rsplit("-s", 1)[0] == variant and r in run_ids}
         metrics = {}
-        for metric, st in stats.items():
+        for metric, st in {**stats, **stats.get("calibration", {})}.items():
             if isinstance(st, dict) and "mean" in st:
                 metrics[f"test_{metric}"] = st["mean"]
                 metrics[f"test_{metric}_std"] = st["std"]
@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 # test only: the validation curve is the run's own, logged per epoch while it trained
                 linked = linked_run(models / name / RUN_LINK, name, lambda r, n=name: _restore(r, models / n))
                 # rounded for the runs table's narrow columns; the exact values are evaluate.json's
-                linked.log_metrics({f"test_{k}": round(v, 5) for k, v in by_split.get("test", {}).items()})
+                test = {**by_split.get("test", {}), **by_split.get("calibration", {})}
+                linked.log_metrics({f"test_{k}": round(v, 5) for k, v in test.items()})
                 if linked.run_id:
                     run_ids[name] = linked.run_id
                 if linked.active and (models / name / "model.pt").is_file():

@@ -23,6 +23,32 @@ def display_value(metric: str, value: float) -> float:
     return round(value, 4 if metric == "landmark_nme" else 2)
 
 
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE of a classifier's answers: over equal-width bins of its confidence (the probability of
+    the class it answered), the image-weighted mean of |accuracy - mean confidence| in the bin.
+    NaN entries (images without a label) are left out."""
+    keep = np.isfinite(confidence) & np.isfinite(correct)
+    conf, right = confidence[keep].astype(np.float64), correct[keep].astype(np.float64)
+    if not len(conf):
+        return float("nan")
+    lo = 0.5 if conf.min() >= 0.5 else 0.0  # a binary answer's confidence is at least 0.5
+    which = np.minimum(((conf - lo) / (1.0 - lo) * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            total += in_bin.sum() * abs(right[in_bin].mean() - conf[in_bin].mean())
+    return float(total / len(conf))
+
+
+def within_spread(pred: np.ndarray, spread: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per image, whether the true age lies within the predicted age ± its spread (1 or 0; NaN
+    without an age or a spread): its mean is the coverage of the ±1σ interval, 68.3 % when the
+    spread is a calibrated standard deviation of a normal error."""
+    known = np.isfinite(target) & np.isfinite(spread)
+    return np.where(known, np.abs(pred - target) <= spread, np.nan)
+
+
 def gender_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of correct predictions over samples with a label (target >= 0)."""
     mask = target >= 0

@@ -4,10 +4,11 @@ papers' comparisons, ensembles and data-efficiency points, in one result."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from faceattr.config import INTERVALS, EvaluateConfig
@@ -23,12 +24,26 @@ from faceattr.evaluation.scoring import (
     SPLITS,
     baseline_metrics,
     breakdowns,
+    calibration_metrics,
     summarise,
 )
+from faceattr.statistics import mean_std
 from faceattr.train.data import load_split
 from faceattr.variants import parse_variant, run_name
 
 log = logging.getLogger(__name__)
+
+
+def calibration_statistics(by_seed: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """Per calibration metric (``calibration_metrics``) on test: mean ± std over seeds and the
+    per-seed values."""
+    per_seed = [calibration_metrics(by_seed[s]) for s in sorted(by_seed)]
+    out: dict[str, Any] = {}
+    for metric in per_seed[0] if per_seed else ():
+        values = [v[metric] for v in per_seed]
+        mean, std = mean_std(values)
+        out[metric] = {"mean": mean, "std": std, "seeds": values}
+    return out
 
 
 def evaluate_variants(
@@ -74,6 +89,7 @@ def evaluate_variants(
         run_name(name, seed): {
             "test": summarise(runs.scores[name][seed], cfg.cs_threshold),
             "val": summarise(val_runs.scores[name][seed], cfg.cs_threshold),
+            "calibration": calibration_metrics(runs.scores[name][seed]),  # test
         }
         for name in runs.scores
         for seed in runs.scores[name]
@@ -87,6 +103,7 @@ def evaluate_variants(
         stats[name] = {
             "status": "ok",
             **variant_statistics(runs.scores[name], cfg, test.groups),
+            "calibration": calibration_statistics(runs.scores[name]),
             "breakdown": breakdowns(merged, test, edges, test.attribute_names, train),
         }
         if name in cfg.ensemble_members:

@@ -14,7 +14,14 @@ import torch
 
 from faceattr.evaluation.selection import HEADLINE, headline_metrics
 from faceattr.inference import decoded_batches
-from faceattr.metrics import LOWER_IS_BETTER, display_value, nme, nme_per_image
+from faceattr.metrics import (
+    LOWER_IS_BETTER,
+    display_value,
+    expected_calibration_error,
+    nme,
+    nme_per_image,
+    within_spread,
+)
 from faceattr.train.data import FaceTensors, LabelCodec
 
 log = logging.getLogger(__name__)
@@ -72,8 +79,12 @@ def predict(
     chunks: dict[str, list[torch.Tensor]] = {}
     norm = tuple(meta["mean"]), tuple(meta["std"])
     for _, pred in decoded_batches(model, codec, data.images, device, *norm, batch_size, half=half):
-        if "gender" in pred:
-            pred["gender_prob"] = pred.pop("gender").softmax(1)[:, 1]
+        if "gender" in pred:  # calibrated (the checkpoint's temperature), and as the network said
+            logits = pred.pop("gender")
+            pred["gender_prob"] = logits.softmax(1)[:, 1]
+            pred["gender_prob_uncalibrated"] = (logits * codec.gender_temperature).softmax(1)[:, 1]
+        if "age_std" in pred:
+            pred["age_std_uncalibrated"] = pred["age_std"] / codec.age_std_scale
         for k, v in pred.items():
             chunks.setdefault({"age_group": "age_group_prob", "attributes": "attr_prob"}.get(k, k), []).append(v)
     return {k: torch.cat(v).float().cpu().numpy() for k, v in chunks.items()}
@@ -88,8 +99,15 @@ def per_image_scores(
     gender = data.gender.numpy()
     if "gender_prob" in pred:
         s["gender_correct"] = np.where(gender >= 0, (pred["gender_prob"] >= 0.5) == (gender == 1), nan)
+        for kind in CALIBRATION_KINDS:
+            if f"gender_prob{kind}" in pred:
+                p = pred[f"gender_prob{kind}"]
+                s[f"gender_confidence{kind}"] = np.where(gender >= 0, np.maximum(p, 1 - p), nan)
     age = data.age.numpy().astype(np.float64)
     if "age" in pred:
+        for kind in CALIBRATION_KINDS:
+            if f"age_std{kind}" in pred:
+                s[f"age_in_1sd{kind}"] = within_spread(pred["age"], pred[f"age_std{kind}"], age)
         err = np.abs(pred["age"] - age)
         s["age_abs_err"] = err
         s["age_cs"] = np.where(np.isfinite(err), err <= cs_threshold, nan)
@@ -108,6 +126,25 @@ def per_image_scores(
         with np.errstate(invalid="ignore"):
             s["attr_acc"] = right.sum(1) / np.where(known.sum(1) > 0, known.sum(1), np.nan)
     return s
+
+
+CALIBRATION_KINDS = ("", "_uncalibrated")  # with the checkpoint's calibration, and without
+
+
+def calibration_metrics(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """One run's calibration on a split: the ECE of its gender answers and the coverage of its
+    age ± spread interval, each with the checkpoint's calibration and without
+    (``_uncalibrated``). Not metrics a variant is better for having more of: kept apart from
+    :data:`METRICS`."""
+    out: dict[str, float] = {}
+    for kind in CALIBRATION_KINDS:
+        if f"gender_confidence{kind}" in scores:
+            conf = scores[f"gender_confidence{kind}"]
+            out[f"gender_ece{kind}"] = expected_calibration_error(conf, scores["gender_correct"])
+        covered = scores.get(f"age_in_1sd{kind}")
+        if covered is not None and np.isfinite(covered).any():
+            out[f"age_1sd_coverage{kind}"] = float(np.nanmean(covered))
+    return out
 
 
 def summarise(scores: Mapping[str, np.ndarray], cs_threshold: float) -> dict[str, float]:

@@ -30,6 +30,7 @@ from faceattr.report.sections import (
     _paper2_section,
     _paper_header,
     _pretrain_trend,
+    calibration_section,
     probe_section,
     protocol_notes,
     protocol_paragraph,
@@ -118,6 +119,7 @@ def build_report(
         lines += ["## Other comparisons", "", *significance(ev, d, others), ""]
     lines += _paper2_section(ev, figures_dir, out_md, d, attention_dir)
     lines += _attribute_section(ev, d)
+    lines += calibration_section(ev)
     if probe:
         lines += probe_section(probe, d)
     main = next(

@@ -408,6 +408,9 @@ class LabelCodec:
     group_edges: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
     template_scale: float = 1.0
     template_points: tuple[tuple[float, float], ...] | None = None
+    # chosen on validation after training (faceattr.train.calibration); 1.0: as the network says
+    gender_temperature: float = 1.0
+    age_std_scale: float = 1.0
 
     @property
     def landmark_unit(self) -> float:
@@ -434,6 +437,8 @@ class LabelCodec:
             tuple(meta["group_edges"]),
             meta.get("template_scale", 1.0),
             _points(meta.get("template_points")),
+            float(meta.get("calibration", {}).get("gender_temperature", 1.0)),
+            float(meta.get("calibration", {}).get("age_std_scale", 1.0)),
         )
 
     def _template(self, device: torch.device) -> torch.Tensor:
@@ -460,8 +465,9 @@ class LabelCodec:
         return out
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Gender logits, age in years (plus group probabilities for the group head), landmarks
-        in crop pixels, attribute probabilities.
+        """Gender logits (divided by the checkpoint's calibration temperature), age in years (plus
+        group probabilities for the group head, and the spread times its calibration scale),
+        landmarks in crop pixels, attribute probabilities.
 
         Always in fp32, also when called under bf16 autocast (validation, CUDA test prediction):
         autocast would run the expectation ``probs @ values`` in bf16, whose 8-bit mantissa moves
@@ -476,7 +482,7 @@ class LabelCodec:
     def _decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred: dict[str, torch.Tensor] = {}
         if "gender" in outputs:
-            pred["gender"] = outputs["gender"].float()
+            pred["gender"] = outputs["gender"].float() / self.gender_temperature
         if "age" in outputs:
             raw = outputs["age"].float()
             if self.age_head == "regression":
@@ -489,7 +495,8 @@ class LabelCodec:
                     pred["age_group"] = probs
                     values = torch.tensor(group_centres(self.group_edges), dtype=raw.dtype, device=raw.device)
                 pred["age"] = probs @ values
-                pred["age_std"] = (probs @ values.square() - pred["age"].square()).clamp(min=0).sqrt()
+                spread = (probs @ values.square() - pred["age"].square()).clamp(min=0).sqrt()
+                pred["age_std"] = spread * self.age_std_scale
         if "attributes" in outputs:
             pred["attributes"] = outputs["attributes"].float().sigmoid()
         if "landmarks" in outputs:

@@ -21,6 +21,7 @@ from faceattr.models.backbones import create_backbone, output_size
 from faceattr.models.checkpoint import build_trunk, load_checkpoint
 from faceattr.models.heads import MultiTaskModel
 from faceattr.profile import phase
+from faceattr.train.calibration import calibration
 from faceattr.train.data import (
     NORMALISATION,
     FaceTensors,
@@ -304,6 +305,22 @@ def evaluate(model: nn.Module, b: Batches, batch_size: int, cs_threshold: float 
     return sums.compute()
 
 
+def validation_calibration(model: nn.Module, b: Batches, val: FaceTensors) -> dict[str, Any]:
+    """Gender temperature and age-spread scale of the trained ``model``, chosen on the validation
+    split (:mod:`faceattr.train.calibration`), as the checkpoint's meta keeps them."""
+    chunks: dict[str, list[torch.Tensor]] = {}
+    batches = decoded_batches(
+        model, b.codec, b.data.images, b.device, b.mean, b.std, EVAL_BATCH_SIZE, half=b.bf16,
+        channels_last=b.channels_last,
+    )  # fmt: skip
+    for _, pred in batches:
+        for k in ("gender", "age", "age_std"):
+            if k in pred:
+                chunks.setdefault(k, []).append(pred[k].float().cpu())
+    pred = {k: torch.cat(v) for k, v in chunks.items()}
+    return calibration(pred, val.gender, val.age.float())
+
+
 def labelled(data: FaceTensors, task: str) -> int:
     """How many rows of ``data`` carry a label for ``task``."""
     if task == "gender":
@@ -445,9 +462,8 @@ def finetune(
         "age_mean": codec.age_mean,
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,
-        "params": {
-            k: v for k, v in to_dict(cfg).items() if k != "runs_per_device"
-        },  # alone or beside others: one model
+        "params": {k: v for k, v in to_dict(cfg).items() if k != "runs_per_device"},  # alone or beside others
+        "calibration": validation_calibration(model, vb, val),
         "seed": seed,
         "precision": precision_name(half),  # what accel.precision came to on this machine
     }

@@ -179,6 +179,7 @@ TRAINING_CODE = (
     "models/checkpoint.py",
     "models/dlib_resnet.py",
     "models/heads.py",
+    "train/calibration.py",
     "train/data.py",
     "train/finetune.py",
     "train/loop.py",
