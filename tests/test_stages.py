@@ -418,8 +418,10 @@ def test_second_and_third_paper_variants_through_evaluate_and_report(pipeline, t
     )
     text = report.read_text()
     assert "Second paper" in text and "confusion.png" in text and f"attention-{variants[0]}.png" in text
-    rows = [line for line in text.splitlines() if line.startswith(f"| `{ensemble}` |")]
+    cal = text.split("## Calibration (test)", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in text.replace(cal, "").splitlines() if line.startswith(f"| `{ensemble}` |")]
     assert len(rows) == 2, "once in the second paper's table, once in all variants"
+    assert f"| `{ensemble}` |" in cal  # and its calibration, measured on the averaged probabilities
     assert "Attributes (third paper's table)" in text and "| smiling |" in text
     assert (tmp_path / "figures" / "confusion.png").is_file()
 
