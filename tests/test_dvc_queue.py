@@ -2,7 +2,8 @@
 ``dvc exp run --queue`` and run at once by ``dvc queue start -j 2`` with ``FACEATTR_JOBS=2``, as
 docs/scale.md says. Both succeed, no stage warns that it shares the cores unawares, and every
 fine-tuning run of both lands in the project's own tracking store (not in the temporary copies
-DVC runs queued experiments in), FINISHED, with its logged model."""
+DVC runs queued experiments in), FINISHED, with its logged model; each experiment's registered
+model version arrives too."""
 
 from __future__ import annotations
 
@@ -94,3 +95,7 @@ def test_dvc_queue_runs_two_experiments_at_once_into_one_store(project) -> None:
     assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in runs)
     for model in logged:
         assert Path(model.artifact_location.removeprefix("file://")).is_dir(), model.artifact_location
+    # each experiment's evaluate registered its best model: one version each, from its own runs
+    versions = client.search_model_versions("name='faceattr-gender+age+landmarks'")
+    assert len(versions) == 2 and {v.run_id for v in versions} <= {r.info.run_id for r in runs}
+    assert len({v.run_id for v in versions}) == 2  # q0 trains seed 0, q1 seed 1: two different runs
