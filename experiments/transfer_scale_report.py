@@ -237,7 +237,7 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
     import matplotlib.pyplot as plt
 
     shown = [m for m in metrics if m in ("gender_acc", "age_mae", "attr_acc")]
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4.8), squeeze=False)
     for ax, m in zip(axes[0], shown, strict=True):
         label, percent, _ = METRICS[m]
         scale = 100 if percent else 1
@@ -251,23 +251,63 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
                 [scale * (r["diff"][m]["diff"] - r["diff"][m]["ci_low"]) for r in pts],
                 [scale * (r["diff"][m]["ci_high"] - r["diff"][m]["diff"]) for r in pts],
             ]
-            label_of = {"lfw": "LFW people", "celeba": "CelebA people", "dlib": "dlib's trunk (its own network)"}
+            label_of = {
+                "lfw": "LFW people",
+                "celeba": "CelebA people",
+                "dlib": "dlib's trunk (its own network; UTKFace: 4,000-image subset)",
+            }
             ax.errorbar(x, y, yerr=err, fmt=marker, capsize=4, label=label_of[source])
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(CASIA["people"], color="grey", ls=":", label="CASIA-WebFace (the first paper)")
         ax.set_xscale("log")
         ticks = sorted({r["people"] for r in rs if r["people"]} | {CASIA["people"]})
-        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=45, ha="right")
         ax.minorticks_off()
         ax.set_xlabel("people the trunk was pretrained on (log)")
         ax.set_ylabel(f"Δ {label} vs from scratch" + (" (pp)" if percent else ""))
         ax.set_title(f"{target}: {label}")
-        ax.legend()
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for all panels, below them
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def dlib_probe_table(dlib: Mapping[str, Any] | None) -> list[str]:
+    """The dlib point's own probes: dlib's trunk and the same network at random init, on that
+    point's test images (the UTKFace subset), so a table of their own."""
+    trunks = (dlib or {}).get("probe", {}) or {}
+    trunks = trunks.get("trunks", {})
+    cols = [("dlib network (random init)", trunks.get("dlib_resnet-none")), ("dlib", trunks.get("dlib_resnet-dlib"))]
+    if not all(t and t.get("tasks") for _, t in cols):
+        return []
+    lines = [
+        "",
+        f"dlib's trunk, on the dlib point's own test images ({dlib['evaluate']['images']['test']:,}):",
+        "",
+        "| Task (test) | majority / mean | " + " | ".join(f"`{n}`" for n, _ in cols) + " |",
+        "|---|---|---|---|",
+    ]
+    tasks = cols[1][1]["tasks"]
+    for t in [t for t in ("gender", "age") if t in tasks] + sorted(t for t in tasks if t not in ("gender", "age")):
+        percent = tasks[t]["metric"] == "acc"
+        cells = [f"{t} ({'%' if percent else 'MAE'})", fmt(tasks[t]["majority"]["test"], percent)]
+        cells += [_probe_cell(trunk["tasks"].get(t, {}), percent) for _, trunk in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _probe_cell(e: Mapping[str, Any], percent: bool) -> str:
+    if "full" not in e:
+        return ""
+    units = ""
+    if e.get("sparse"):
+        a, g = e["sparse"]["of_accuracy"], e["sparse"]["of_gain"]
+        units = f"; {'—' if a is None else a['units']} / {'—' if g is None else g['units']} units"
+    lo, hi = (fmt(x, percent) for x in e["full"]["ci"])
+    return f"{fmt(e['full']['test'], percent)} [{lo}, {hi}]{units}"
 
 
 def probe_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -341,7 +381,6 @@ def main() -> None:
         largest = max((r for r in rs[1:] if r.get("group") != "dlib"), key=lambda r: r["people"])
         runs = [p["run"] for p in (*points, *([dlib] if dlib else []))]
         cpus = sorted({f"{r['cpu']}" + (f"; {r['jobs']}" if "jobs" in r else "") for r in runs})
-        probe_points = [*points, *([dlib] if dlib else [])]
         lines = [
             f"# Transfer against the number of people: {target}",
             "",
@@ -367,7 +406,8 @@ def main() -> None:
             "Full probe: score [95 % CI over test clusters]; units: the fewest an L1 probe needs for 95 % of the "
             "full probe's validation accuracy / of its gain over the majority.",
             "",
-            *probe_table(probe_points),
+            *probe_table(points),
+            *dlib_probe_table(dlib),
             "",
             "## Runs",
             "",
