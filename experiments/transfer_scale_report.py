@@ -237,7 +237,9 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
     import matplotlib.pyplot as plt
 
     shown = [m for m in metrics if m in ("gender_acc", "age_mae", "attr_acc")]
-    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(shown), figsize=(max(5.5 * len(shown), 7.5), 4.8 if len(shown) > 1 else 5.6), squeeze=False
+    )
     for ax, m in zip(axes[0], shown, strict=True):
         label, percent, _ = METRICS[m]
         scale = 100 if percent else 1
@@ -254,7 +256,7 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
             label_of = {
                 "lfw": "LFW people",
                 "celeba": "CelebA people",
-                "dlib": "dlib's trunk (its own network; UTKFace: 4,000-image subset)",
+                "dlib": "dlib's trunk (its own network" + ("; the 4,000-image subset)" if target == "utkface" else ")"),
             }
             ax.errorbar(x, y, yerr=err, fmt=marker, capsize=4, label=label_of[source])
         ax.axhline(0, color="grey", lw=0.8)
@@ -267,8 +269,9 @@ def figure(rs: Sequence[Mapping[str, Any]], metrics: Sequence[str], target: str,
         ax.set_ylabel(f"Δ {label} vs from scratch" + (" (pp)" if percent else ""))
         ax.set_title(f"{target}: {label}")
     handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for all panels, below them
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    wide = len(shown) > 1
+    fig.legend(handles, labels, loc="lower center", ncol=2 if wide else 1, frameon=False)
+    fig.tight_layout(rect=(0, 0.16 if wide else 0.24, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
