@@ -4,6 +4,7 @@ network, so the export stage and the report import it without the evaluation cod
 
 from __future__ import annotations
 
+from faceattr.metrics import LOWER_IS_BETTER
 from faceattr.variants import parse_variant
 
 TASK_METRICS = {
@@ -30,7 +31,7 @@ def headline_metrics(name: str) -> tuple[str, ...]:
 
 
 # the validation metric that picks the registered model of a task set, by its first task
-SELECT_BY = (("gender", "gender_acc", False), ("age", "age_mae", True), ("attributes", "attr_acc", False))
+SELECT_BY = (("gender", "gender_acc"), ("age", "age_mae"), ("attributes", "attr_acc"))  # task: metric, in order
 
 
 def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[str, str]]:
@@ -41,12 +42,12 @@ def best_on_validation(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str
         if name.startswith("ensemble("):  # no single network to register
             continue
         tasks = parse_variant(name.rsplit("-s", 1)[0]).tasks
-        metric, lower = next(((m, low) for t, m, low in SELECT_BY if t in tasks), ("landmark_nme", True))
+        metric = next((m for t, m in SELECT_BY if t in tasks), "landmark_nme")
         value = by_split.get("val", {}).get(metric)
         if value is None:
             continue
         key = "+".join(tasks)
-        score = -value if lower else value
+        score = -value if metric in LOWER_IS_BETTER else value
         if key not in best or score > best[key][2]:
             best[key] = (name, metric, score)
     return {k: (name, metric) for k, (name, metric, _) in best.items()}
