@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -42,20 +43,24 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def jobs(environ: Mapping[str, str] = os.environ) -> int:
+    """The number of parallel jobs ``FACEATTR_JOBS`` declares (1 where unset)."""
+    raw = environ.get("FACEATTR_JOBS", "")
+    try:
+        return max(1, int(raw)) if raw else 1
+    except ValueError:
+        raise ValueError(f"FACEATTR_JOBS must be a whole number of jobs, got '{raw}'") from None
+
+
 def configure() -> int | None:
     """With ``FACEATTR_JOBS`` set, cap torch's intra-op threads at cores // jobs (only where torch
     is already loaded: a stage that does not use torch never imports it for this). Returns the
     threads set, or None when nothing was changed."""
-    raw = os.environ.get("FACEATTR_JOBS", "")
-    if not raw or "torch" not in sys.modules:
+    if not os.environ.get("FACEATTR_JOBS") or "torch" not in sys.modules:
         return None
-    try:
-        jobs = max(1, int(raw))
-    except ValueError:
-        raise ValueError(f"FACEATTR_JOBS must be a whole number of jobs, got '{raw}'") from None
     import torch
 
-    threads = max(1, cores() // jobs)
+    threads = max(1, cores() // jobs())
     torch.set_num_threads(threads)
     return threads
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from faceattr import threads
+
 log = logging.getLogger(__name__)
 
 RUNS_PER_GPU = 4  # `auto` on CUDA
@@ -59,16 +61,8 @@ def slots(
     else:
         per = 1 if runs_per_device == "auto" else int(runs_per_device)
         envs = [{} for _ in range(per)]
-    jobs = _outer_jobs(environ) * len(envs)  # each run's share of the CPU threads (faceattr.threads)
+    jobs = threads.jobs(environ) * len(envs)  # each run's share of the CPU threads (faceattr.threads)
     return [{**env, "FACEATTR_JOBS": str(jobs)} if len(envs) > 1 else dict(env) for env in envs]
-
-
-def _outer_jobs(environ: Mapping[str, str]) -> int:
-    raw = environ.get("FACEATTR_JOBS", "")
-    try:
-        return max(1, int(raw)) if raw else 1
-    except ValueError:
-        raise ValueError(f"FACEATTR_JOBS must be a whole number of jobs, got '{raw}'") from None
 
 
 def run_jobs(
@@ -80,8 +74,8 @@ def run_jobs(
 ) -> None:
     """Train ``jobs`` with one process per slot of ``envs`` at a time, each process's output lines
     passed on prefixed with its run's name. The first run that fails stops the others (they keep
-    their resume states) and raises ``ValueError`` naming it and its exit code; so does a stop
-    (SIGINT, SIGTERM) of this process, after the runs in flight were stopped the same way."""
+    their resume states) and raises ``ValueError`` naming it and its exit code. When this process
+    is stopped (SIGINT, SIGTERM), the runs in flight are stopped too before the stop goes on."""
     pending = list(jobs)
     running: dict[int, tuple[subprocess.Popen[str], Job, threading.Thread]] = {}
     free = list(range(len(envs)))
