@@ -35,9 +35,10 @@ esac
 matrix=( -S 'finetune_multitask.seeds=[0,1,2]' -S evaluate.interval=seeds_and_clusters )
 
 # The pretraining points: name, then the params that make it (after the target's preset: the dlib
-# preset's 150-px chips must override the data presets' 64-px size). LFW at 8 epochs (its held-out
-# verification plateaued from epoch 6 at 1,344 people: results/lfw_identities_e2e), CelebA's 112
-# people with cpu_real's 30 epochs (its verification was still rising at 8). `dlib`: dlib's trunk
+# preset's 150-px chips must override the data presets' 64-px size). LFW at 16 epochs, the length
+# chosen at every LFW point on the point's own held-out verification among 8, 16 and 30
+# (experiments/transfer_scale_recipes.sh, results/transfer_scale/recipes), CelebA's 112 people with
+# cpu_real's 30 epochs (its verification was still rising at 8). `dlib`: dlib's trunk
 # (7,485 people, about 3 million faces) against the same network from scratch, its own pair of
 # arms; at 150 px its network costs about 10 times IResNet-18 at 64 px, so on UTKFace it
 # fine-tunes on the seeded 4,000-image subset (the same images for both of its arms), and
@@ -48,9 +49,9 @@ point_params() {
       local sub=""
       [ "$target" = utkface ] && sub="-S datasets.finetune.max_images=4000"
       echo "$(faceattr preset dlib) $sub -S pretrain_identity.optim.epochs=1" ;;
-    lfw1680) echo "$(faceattr preset lfw_identities) -S pretrain_identity.optim.epochs=8" ;;
-    lfw400) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=400 -S pretrain_identity.optim.epochs=8" ;;
-    lfw100) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=100 -S pretrain_identity.optim.epochs=8" ;;
+    lfw1680) echo "$(faceattr preset lfw_identities) -S pretrain_identity.optim.epochs=16" ;;
+    lfw400) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=400 -S pretrain_identity.optim.epochs=16" ;;
+    lfw100) echo "$(faceattr preset lfw_identities) -S datasets.pretrain.max_identities=100 -S pretrain_identity.optim.epochs=16" ;;
     celeba112) echo "$(faceattr preset celeba_identities) $(faceattr preset cpu_real)" ;;
     *) echo "transfer_scale.sh: unknown point '$1' (lfw1680 | lfw400 | lfw100 | celeba112 | dlib)" >&2; return 2 ;;
   esac
