@@ -100,7 +100,7 @@ def test_augment_moves_landmarks_with_the_image() -> None:
 
 
 def test_flip_order_swaps_left_and_right() -> None:
-    assert FLIP_ORDER == [1, 0, 2, 4, 3]
+    assert FLIP_ORDER == (1, 0, 2, 4, 3)
 
 
 def test_label_codec_round_trip() -> None:

@@ -422,6 +422,12 @@ class FinetuneConfig:
     # frac<P> variants: steps (every fraction takes the optimizer steps of the whole training pool,
     # so a curve measures data, not steps) | epochs (the same epochs over fewer images: fewer steps)
     fraction_budget: Literal["steps", "epochs"] = "steps"
+    # decay of an exponential moving average of the weights, updated after every optimizer step;
+    # validation, calibration and the saved model use the average (0: off, the last weights)
+    ema: float = 0.0
+    # test-time augmentation: none | flip (each crop also mirrored, both outputs averaged; the
+    # checkpoint's meta carries it, so evaluate, predict, ONNX and serving apply it alike)
+    tta: Literal["none", "flip"] = "none"
     # runs trained at once per device (how the matrix is scheduled, never what a run computes: no
     # stage lists it as a param and no run's resume key holds it); auto: 1 on a CPU, 4 per CUDA GPU
     runs_per_device: int | Literal["auto"] = "auto"
@@ -429,6 +435,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if isinstance(self.runs_per_device, int) and self.runs_per_device < 1:
             raise ValueError(f"runs_per_device must be a positive number of runs or 'auto', got {self.runs_per_device}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is the moving average's decay per step, in [0, 1) (0: off), got {self.ema}")
         if set(self.loss_weights) != set(TASKS):
             raise ValueError(f"loss_weights needs exactly the tasks {list(TASKS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -63,4 +63,6 @@ def load_multitask(path: str | Path) -> tuple[MultiTaskModel, dict[str, Any]]:
     )
 
     model.load_state_dict(state)
+    if meta.get("tta", "none") == "flip":
+        model.flip_at_test(meta["template"], meta["input_size"], meta["landmark_unit"])
     return model.eval(), meta

@@ -18,6 +18,8 @@ from torch import nn
 
 FIXED_OUTPUTS = {"gender": 2, "landmarks": 10}
 AGE_HEADS = ("regression", "dldl", "group")
+TEST_TIME = ("none", "flip")  # test-time augmentation of a fine-tuned model (finetune_multitask.tta)
+FLIP_ORDER = (1, 0, 2, 4, 3)  # after a horizontal flip the left eye becomes the right eye, etc.
 
 
 def age_outputs(kind: str, max_age: int, group_edges: Sequence[float]) -> int:
@@ -36,6 +38,11 @@ class MultiTaskModel(nn.Module):
 
     ``age`` is (N,) standardised years for the regression head and (N, K) logits otherwise;
     ``attributes`` is (N, A) logits, one per binary attribute.
+
+    After :meth:`flip_at_test` the model in eval mode also runs each image mirrored and returns
+    the mean of both raw outputs (the mirrored landmarks mapped back first), so every consumer of
+    the network (validation, evaluate, predict, ONNX, serving) gets the same test-time
+    augmentation; in training mode it runs each image once.
     """
 
     def __init__(
@@ -72,8 +79,36 @@ class MultiTaskModel(nn.Module):
             else:
                 heads[t] = nn.Linear(embedding_size, FIXED_OUTPUTS[t])
         self.heads = nn.ModuleDict(heads)
+        self.flip = False
+
+    def flip_at_test(self, template: Sequence[Sequence[float]], size: int, unit: float) -> MultiTaskModel:
+        """Average each eval-mode output with that of the mirrored image. The landmark head predicts
+        offsets ``o`` from the crop template ``t`` (crop pixels, ``size`` px crops) in units of
+        ``unit`` px; the mirror of point ``i`` is point ``FLIP_ORDER[i]`` at ``x → size − x``, so in
+        offsets it is a permutation, a sign on x and a constant (not saved with the weights: it
+        follows from the checkpoint's meta)."""
+        t = torch.tensor(template, dtype=torch.float32).view(5, 2)
+        mirrored = t[list(FLIP_ORDER)]
+        offset = torch.stack([(size - mirrored[:, 0] - t[:, 0]) / unit, (mirrored[:, 1] - t[:, 1]) / unit], 1)
+        self.register_buffer("flip_offset", offset.flatten(), persistent=False)
+        self.register_buffer("flip_sign", torch.tensor([-1.0, 1.0]).repeat(5), persistent=False)
+        self.flip = True
+        return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.flip or self.training:
+            return self._forward(x)
+        both = self._forward(torch.cat([x, x.flip(3)]))  # one batch of twice the images
+        out = {}
+        for name, value in both.items():
+            plain, mirrored = value.unflatten(0, (2, -1))  # no batch size in the graph: ONNX keeps it dynamic
+            if name == "landmarks":
+                points = mirrored.reshape(-1, 5, 2)[:, list(FLIP_ORDER)].flatten(1)
+                mirrored = points * self.flip_sign.to(points.dtype) + self.flip_offset.to(points.dtype)
+            out[name] = (plain + mirrored) / 2
+        return out
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.trunk(x)
         out = {name: head(z) for name, head in self.heads.items() if name != "age"}
         if "age" in self.heads:

@@ -28,8 +28,8 @@ from faceattr.data.align import crop_template
 from faceattr.data.manifest import LANDMARK_COLUMNS, group_keys
 from faceattr.data.packed import read_geometry, read_store
 from faceattr.distributed import current, shard
+from faceattr.models.heads import FLIP_ORDER
 
-FLIP_ORDER = [1, 0, 2, 4, 3]  # after a horizontal flip the left eye becomes the right eye, etc.
 # Input normalisation per pretraining: insightface trunks expect [-1, 1], ImageNet weights their own.
 # dlib's network: (pixel - mean) / 256 with the means its .dat file stores (checked by a test).
 NORMALISATION = {
@@ -374,7 +374,7 @@ def apply_augment(
     u = landmarks * (2 / size) - 1
     u = u @ fwd.transpose(1, 2) + shift.unsqueeze(1)
     moved = (u + 1) * (size / 2)
-    moved = torch.where(flip[:, None, None], moved[:, FLIP_ORDER], moved)
+    moved = torch.where(flip[:, None, None], moved[:, list(FLIP_ORDER)], moved)
     return out, moved
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from faceattr.config import SOURCE_TASKS, AgeHeadConfig, AugmentConfig, FinetuneConfig, OptimConfig, to_dict
 from faceattr.distributed import current
@@ -249,11 +250,12 @@ def train_one_epoch(
     epoch: int,
     seed: int,
     steps: int | None = None,
+    ema: EMA | None = None,
 ) -> dict[str, float]:
     """One epoch of masked multi-task training of ``net`` (the possibly DDP-wrapped
     ``MultitaskObjective``); returns the mean of each loss term and the last learning rate.
     ``steps``: the epoch's optimizer steps on this rank (default: one pass over this rank's shard
-    of the data); the schedule spans ``steps × epochs``."""
+    of the data); the schedule spans ``steps × epochs``. ``ema``: updated after every step."""
     net.train()
     generator = seed_epoch(seed, epoch)
     per_epoch = steps if steps is not None else steps_per_epoch(len(b.data), optim.batch_size, current().world)
@@ -279,6 +281,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
+        if ema is not None:
+            ema.update()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v.detach()
         count += 1
@@ -288,6 +292,25 @@ def train_one_epoch(
     if isinstance(weighting, LossWeighting):  # where uncertainty weighting has moved the weights
         row.update({f"weight_{t}": w for t, w in weighting.weights().items()})
     return row
+
+
+class EMA(nn.Module):
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics
+    (``finetune_multitask.ema``, the decay per optimizer step); the first update copies them.
+    A module, so the resume state holds it beside the model."""
+
+    def __init__(self, model: MultiTaskModel, decay: float) -> None:
+        super().__init__()
+        self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self._source = [model]  # not a submodule: its weights are saved as the model's own
+
+    @property
+    def model(self) -> MultiTaskModel:
+        return self.average.module
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.average.update_parameters(self._source[0])
 
 
 @torch.no_grad()
@@ -414,6 +437,8 @@ def finetune(
         train, age_head=variant.age_head, max_age=cfg.age_head.max_age, group_edges=cfg.age_head.group_edges
     )
     model, model_meta = build_model(variant, cfg, train.size, identity_checkpoint, train.attribute_names)
+    if cfg.tta == "flip":
+        model.flip_at_test(train.template().tolist(), train.size, codec.landmark_unit)
     mean, std = normalisation(variant)
     cl, half = nhwc(device, cfg.accel), bf16(device, cfg.accel)
     tb, vb = (Batches(for_device(d, device), codec, mean, std, device, cl, cfg.age_head, half) for d in (train, val))
@@ -424,6 +449,10 @@ def finetune(
         modules["weighting"] = weighting
     objective = MultitaskObjective(model, weighting, codec.age_head, cfg.age_head, half)
     net = prepare(objective, device, cfg.accel)  # what we call: every trained parameter under DDP
+    ema = EMA(model, cfg.ema) if cfg.ema else None  # after prepare: on the device, in its layout
+    if ema is not None:
+        modules["ema"] = ema
+    final = ema.model if ema is not None else model  # what is validated, calibrated and saved
     pretrained = variant.pretraining != "none"  # its trunk starts from weights: optim.trunk_lr_scale applies
     optimizer = make_optimizer(objective, cfg.optim, model.trunk if pretrained else None)
     key = run_key(
@@ -435,8 +464,8 @@ def finetune(
         modules=modules,
         optimizer=optimizer,
         epochs=cfg.optim.epochs,
-        train_epoch=lambda e: train_one_epoch(net, optimizer, tb, cfg.optim, cfg.augment, e, seed, steps),
-        validate=lambda: {f"val_{k}": v for k, v in evaluate(model, vb, EVAL_BATCH_SIZE).items()},
+        train_epoch=lambda e: train_one_epoch(net, optimizer, tb, cfg.optim, cfg.augment, e, seed, steps, ema),
+        validate=lambda: {f"val_{k}": v for k, v in evaluate(final, vb, EVAL_BATCH_SIZE).items()},
         resume_path=resume_path,
         resume_key=key,
         on_epoch=on_epoch,
@@ -463,8 +492,10 @@ def finetune(
         "age_std": codec.age_std,
         "landmark_unit": codec.landmark_unit,
         "params": {k: v for k, v in to_dict(cfg).items() if k != "runs_per_device"},  # alone or beside others
-        "calibration": validation_calibration(model, vb, val),
+        "ema": cfg.ema,  # the saved weights are the moving average (0: the last weights)
+        "tta": cfg.tta,  # load_multitask applies it
+        "calibration": validation_calibration(final, vb, val),
         "seed": seed,
         "precision": precision_name(half),  # what accel.precision came to on this machine
     }
-    return model.cpu(), meta, history
+    return final.cpu(), meta, history
