@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# All of UTKFace (issue 24): faceattr's best CPU recipe, chosen on the validation split only.
+# Run it in a clone of this repository beside ../shared, with the project installed (README,
+# set-up), from the clone's root:
+#
+#   bash experiments/full_size.sh select [candidate ...]   # seed 0 of each candidate (default: all)
+#   bash experiments/full_size.sh final CANDIDATE          # the chosen one, seeds 0, 1, 2, every stage
+#
+# `select` runs one `dvc exp run` per candidate up to `evaluate` (gender + DLDL age on all of
+# UTKFace, its own aligned crop, the default split grouped by byte-identical images), seed 0, and
+# keeps its validation metrics, test metrics and wall time in $OUT/select/<candidate>/. The rule,
+# fixed before any candidate ran: the lowest `val_age_mae / 5.0 + (1 − val_gender_acc) / 0.06`,
+# each metric divided by the goal it is held to (MAE 5.0 years, gender 94 %), among the
+# candidates whose wall time is at most 60 minutes. Test metrics are recorded, never read by it.
+# `final` reruns the chosen candidate with 3 seeds and every stage (evaluate, export, report) and
+# copies its aggregates to $OUT/final/<candidate>/.
+#
+# A candidate whose folder holds `done` is skipped, so a stopped script resumes at the candidate it
+# was in; inside one, DVC skips finished stages and a killed fine-tuning resumes from its state
+# (checkpoints/ is a persist output). $OUT defaults to results/full_size (aggregates only).
+# $EXTRA: more `-S` params for every run, e.g. a smoke run on a seeded subset:
+#   OUT=/tmp/fs EXTRA="-S datasets.finetune.max_images=300 -S finetune_multitask.optim.epochs=1" \
+#     bash experiments/full_size.sh select iresnet64_e4
+set -euo pipefail
+set -f  # the params' [lists] are words, never globs
+
+mode=${1:?usage: full_size.sh select [candidate ...] | final CANDIDATE}
+shift
+out=${OUT:-results/full_size}
+data=( $(faceattr preset utkface) )
+
+# name: the params after the data preset. IResNet-18 at width 16 from scratch on UTKFace's own
+# crop (`own_crop`; the synthetic identity pretraining trains one epoch, read by no variant), or
+# dlib's trunk on its 150-px chips (`dlib`: dlib's template, heads at lr, trunk at 1 % of it).
+candidate_params() {
+  local iresnet="$(faceattr preset own_crop) -S finetune_multitask.variants=[face_resnet18-none-gender+age-dldl] -S pretrain_identity.optim.epochs=1"
+  local dlib="$(faceattr preset dlib) -S finetune_multitask.variants=[dlib_resnet-dlib-gender+age-dldl] -S pretrain_identity.optim.epochs=1"
+  case $1 in
+    iresnet64_e4) echo "$iresnet -S finetune_multitask.optim.epochs=4" ;;
+    iresnet64_e24) echo "$iresnet -S finetune_multitask.optim.epochs=24" ;;
+    iresnet64_e24_ema_flip) echo "$iresnet -S finetune_multitask.optim.epochs=24 -S finetune_multitask.ema=0.999 -S finetune_multitask.tta=flip" ;;
+    iresnet96_e12) echo "$iresnet -S align.size=96 -S finetune_multitask.optim.epochs=12" ;;
+    dlib_e4) echo "$dlib -S finetune_multitask.optim.epochs=4" ;;
+    dlib_e4_flip) echo "$dlib -S finetune_multitask.optim.epochs=4 -S finetune_multitask.tta=flip" ;;
+    dlib_e8_ema_flip) echo "$dlib -S finetune_multitask.optim.epochs=8 -S finetune_multitask.ema=0.999 -S finetune_multitask.tta=flip" ;;
+    *) echo "full_size.sh: unknown candidate '$1' (${CANDIDATES[*]})" >&2; return 2 ;;
+  esac
+}
+CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip )
+
+record() {  # record DEST NAME WALL_S COMMAND: what ran, where, how long
+  {
+    echo "command: $4"
+    echo "commit: $(git rev-parse HEAD)"
+    echo "wall_s: $3"
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
+    echo "jobs: FACEATTR_JOBS=${FACEATTR_JOBS:-unset} ($(nproc) cores)"
+    echo "finished: $(date -u +%FT%TZ)"
+  } > "$1/RUN.txt"
+}
+
+run_one() {  # run_one STAGE_DIR NAME SEEDS TARGET
+  local dest=$1 name=$2 seeds=$3 target=$4 params
+  params=$(candidate_params "$name")
+  if [ -f "$dest/done" ]; then
+    echo "== $dest: done, skipped"
+    return
+  fi
+  echo "== $dest: $(date -u +%FT%TZ)"
+  git checkout HEAD -- params.yaml             # each candidate starts from the committed params
+  local start cmd
+  start=$(date +%s)
+  cmd="dvc exp run -n fs-$(basename "$(dirname "$dest")")-$name ${data[*]} $params -S finetune_multitask.seeds=$seeds ${EXTRA:-} $target"
+  # shellcheck disable=SC2086  # the presets are words
+  $cmd
+  local wall=$(( $(date +%s) - start ))
+  rm -rf "$dest" && mkdir -p "$dest"
+  cp -r metrics params.yaml dvc.lock "$dest"/
+  [ -d reports ] && cp -r reports "$dest"/
+  record "$dest" "$name" "$wall" "$cmd"
+  touch "$dest/done"
+  git checkout HEAD -- params.yaml
+}
+
+case $mode in
+  select)
+    names=( "$@" ); [ ${#names[@]} -gt 0 ] || names=( "${CANDIDATES[@]}" )
+    for name in "${names[@]}"; do candidate_params "$name" > /dev/null; done   # fail before any run
+    for name in "${names[@]}"; do run_one "$out/select/$name" "$name" "[0]" evaluate; done
+    python experiments/full_size_report.py --out "$out" ;;
+  final)
+    name=${1:?usage: full_size.sh final CANDIDATE}
+    candidate_params "$name" > /dev/null
+    run_one "$out/final/$name" "$name" "[0,1,2] -S evaluate.interval=seeds_and_clusters" ""
+    python experiments/full_size_report.py --out "$out" ;;
+  *) echo "full_size.sh: unknown mode '$mode' (select | final)" >&2; exit 2 ;;
+esac
