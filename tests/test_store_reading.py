@@ -102,3 +102,10 @@ def test_prefetch_without_ahead_calls_still_yields_every_batch() -> None:
     batches = [torch.tensor([i]) for i in range(5)]
     assert [int(i) for i, _ in Prefetch(batches, lambda i: i)] == list(range(5))
     assert list(Prefetch([], lambda i: i)) == []
+
+
+def test_prefetch_on_a_device_gathers_inline_on_the_cpu_and_ahead_beside_an_accelerator() -> None:
+    batches = [torch.tensor([i]) for i in range(3)]
+    cpu = Prefetch.on(torch.device("cpu"), batches, lambda i: i)
+    assert not cpu._background and [int(i) for i, _ in cpu] == [0, 1, 2]
+    assert Prefetch.on(torch.device("cuda"), batches, lambda i: i)._background  # a device object; no GPU needed

@@ -32,8 +32,7 @@ def forward_batches(
     a background thread on an accelerator, inline on the CPU (``Prefetch``). The caller's code
     between batches runs outside autocast."""
     net.eval()
-    background = device.type != "cpu"
-    for idx, batch in Prefetch(batch_indices(len(images), batch_size, None), images.__getitem__, background):
+    for idx, batch in Prefetch.on(device, batch_indices(len(images), batch_size, None), images.__getitem__):
         x = to_input(batch, device, mean, std, channels_last)
         with torch.no_grad(), autocast(device, half):
             outputs = net(x)

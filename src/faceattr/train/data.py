@@ -104,6 +104,14 @@ class Prefetch:
         self._next: tuple[torch.Tensor, Any] | None = None
         self._drawn = False
 
+    @classmethod
+    def on(
+        cls, device: torch.device, batches: Iterable[torch.Tensor], fetch: Callable[[torch.Tensor], Any]
+    ) -> Prefetch:
+        """Gathering for steps on ``device``: on a background thread beside an accelerator, inline
+        on the CPU (the one place that rule is written)."""
+        return cls(batches, fetch, background=device.type != "cpu")
+
     def ahead(self) -> None:
         """Draw the next index batch and start gathering its data (inline: nothing, the next
         batch is drawn when the loop asks for it)."""

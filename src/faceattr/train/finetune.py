@@ -262,10 +262,8 @@ def train_one_epoch(
     total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     sums: dict[str, torch.Tensor] = {}
     count, lr = 0, float("nan")
-    batches = Prefetch(
-        epoch_batches(len(b.data), optim.batch_size, generator, steps),
-        b.data.images.__getitem__,
-        background=b.device.type != "cpu",
+    batches = Prefetch.on(
+        b.device, epoch_batches(len(b.data), optim.batch_size, generator, steps), b.data.images.__getitem__
     )
     for i, (idx, images) in enumerate(batches):
         if len(idx) < 2:  # BatchNorm needs two samples

@@ -92,7 +92,7 @@ def embed(trunk: nn.Module, images: Images, device: torch.device, batch_size: in
     """L2-normalised sum of the embeddings of each image (uint8 NCHW) and its horizontal flip."""
     trunk.eval()
     out = []
-    for _, batch in Prefetch(batch_indices(len(images), batch_size, None), images.__getitem__, device.type != "cpu"):
+    for _, batch in Prefetch.on(device, batch_indices(len(images), batch_size, None), images.__getitem__):
         x = to_input(batch, device, MEAN, STD)
         out.append(F.normalize(trunk(x) + trunk(torch.flip(x, dims=[3]))).float().cpu())
     return torch.cat(out)
@@ -201,9 +201,7 @@ def train_one_epoch(
     total, warmup = per_epoch * optim.epochs, int(optim.warmup_epochs * per_epoch)
     loss_sum, correct, seen, count = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
     lr = float("nan")
-    batches = Prefetch(
-        batch_indices(len(data), optim.batch_size, generator), data.images.__getitem__, device.type != "cpu"
-    )
+    batches = Prefetch.on(device, batch_indices(len(data), optim.batch_size, generator), data.images.__getitem__)
     for i, (idx, images) in enumerate(batches):
         if len(idx) < 2:
             continue
