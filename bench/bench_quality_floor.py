@@ -1,6 +1,7 @@
 """Quality floor: faceattr's ``resnet18-none-gender+age`` against the plain loop a user would try first.
 
     python bench/bench_quality_floor.py [--workspace .] [--epochs E] [--seed 0] [--variant V]
+        [--plain-schedule constant|warmup_cosine] [--plain-epochs E] [--model RUN_DIR]
 
 Both train in this process on the same split (the workspace's ``data/splits/finetune.csv``), for
 the same epochs, batch size, learning rate and weight decay (``finetune_multitask.optim`` of the
@@ -10,10 +11,15 @@ workspace's ``params.yaml``), and are scored on the same test images:
    the age in years), trained on the data set's own images (``data/raw/finetune/<path>``) resized
    to the crop size with PIL, no re-alignment, horizontal flips, ImageNet normalisation,
    cross-entropy + L1 on years, AdamW at a constant learning rate (``--plain-input aligned``:
-   the same loop on faceattr's aligned crops instead);
+   the same loop on faceattr's aligned crops instead; ``--plain-schedule warmup_cosine``: the
+   schedule a careful user gives it, one epoch of linear warm-up then cosine decay to zero;
+   ``--plain-epochs``: its own number of epochs, to give it faceattr's wall time);
 2. **faceattr**: the variant (default ``resnet18-none-gender+age``) through
    ``faceattr.train.finetune.finetune`` on the aligned store (``data/aligned/finetune``),
-   exactly as its DVC stage trains it, scored with the evaluate stage's ``predict``.
+   exactly as its DVC stage trains it, scored with the evaluate stage's ``predict``; or, with
+   ``--model``, a run faceattr already trained (e.g. the best recipe's seed 0 on all of UTKFace),
+   scored the same way without training it again (its training time is its run's, not this
+   process's).
 
 Prints gender accuracy and age MAE of both, the ratio faceattr / plain, and a paired bootstrap
 over the test images of the difference. Run it in a workspace where ``split`` has run on the
@@ -23,6 +29,7 @@ real data (see the README's real-data section for the command).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import replace
@@ -65,6 +72,14 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255 - mean) / std
 
 
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor at optimiser step ``step``: linear warm-up over ``warmup`` steps to 1,
+    then cosine decay to 0 at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
 def plain_loop(
     train_x: torch.Tensor,
     train: FaceTensors,
@@ -72,8 +87,12 @@ def plain_loop(
     cfg: FinetuneConfig,
     seed: int,
     age_loss: str = "years",
+    schedule: str = "constant",
+    epochs: int = 0,
 ) -> dict[str, np.ndarray]:
-    """The simple thing: ResNet-18 from scratch, CE + L1(years), AdamW, flips; test predictions."""
+    """The simple thing: ResNet-18 from scratch, CE + L1(years), AdamW, flips; test predictions.
+    ``schedule``: constant, or one epoch of linear warm-up then cosine decay (``warmup_cosine``);
+    ``epochs``: 0 for faceattr's."""
     import torchvision
 
     torch.manual_seed(seed)
@@ -83,10 +102,18 @@ def plain_loop(
     known = torch.isfinite(age)
     shift, scale = (float(age[known].mean()), float(age[known].std())) if age_loss == "standardised" else (0.0, 1.0)
     generator = torch.Generator().manual_seed(seed)
-    for epoch in range(cfg.optim.epochs):
+    epochs = epochs or cfg.optim.epochs
+    per_epoch = -(-len(train_x) // cfg.optim.batch_size)
+    total, warmup = epochs * per_epoch, per_epoch
+
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda step: 1.0) if schedule == "constant" else (lambda step: warmup_cosine(step, warmup, total))
+    )
+    for epoch in range(epochs):
         model.train()
         for idx in batch_indices(len(train_x), cfg.optim.batch_size, generator):
             if len(idx) < 2:
+                sched.step()
                 continue
             x = normalise(train_x[idx])
             flip = torch.rand(len(idx), generator=generator) < 0.5
@@ -99,7 +126,8 @@ def plain_loop(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        print(f"  plain loop: epoch {epoch + 1}/{cfg.optim.epochs}", flush=True)
+            sched.step()
+        print(f"  plain loop: epoch {epoch + 1}/{epochs}", flush=True)
     model.eval()
     probs, ages = [], []
     with torch.no_grad():
@@ -130,6 +158,17 @@ def main() -> None:
         default="years",
         help="the plain loop's age loss: L1 in years (default), or L1 on standardised age as faceattr's",
     )
+    p.add_argument(
+        "--plain-schedule",
+        choices=["constant", "warmup_cosine"],
+        default="constant",
+        help="the plain loop's learning rate: constant (default, a first loop), or one epoch of linear warm-up then "
+        "cosine decay (the schedule a careful user gives it)",
+    )
+    p.add_argument("--plain-epochs", type=int, default=0, help="the plain loop's epochs (0: faceattr's)")
+    p.add_argument(
+        "--model", help="score this trained faceattr run (its folder or model.pt) instead of training --variant"
+    )
     p.add_argument("--plain-only", action="store_true", help="train and score the plain loop only (diagnostics)")
     args = p.parse_args()
     ws = Path(args.workspace)
@@ -151,7 +190,9 @@ def main() -> None:
         train_x, test_x = train.images, test.images
     else:
         train_x, test_x = read_raw(raw, train, size), read_raw(raw, test, size)
-    plain = plain_loop(train_x, train, test_x, cfg, args.seed, args.plain_age_loss)
+    plain = plain_loop(
+        train_x, train, test_x, cfg, args.seed, args.plain_age_loss, args.plain_schedule, args.plain_epochs
+    )
     plain_s = time.perf_counter() - start
     if args.plain_only:
         s_plain = per_image_scores(plain, test, cfg.age_head.group_edges, 5.0)
@@ -163,6 +204,20 @@ def main() -> None:
         return
 
     start = time.perf_counter()
+    if args.model:
+        from faceattr.models.checkpoint import load_multitask
+
+        path = Path(args.model)
+        model, meta = load_multitask(path / "model.pt" if path.is_dir() else path)
+        args.variant = f"{meta['variant']}-s{meta['seed']} (trained before)"
+    else:
+        model, meta = train_variant(args, cfg, ws, store, split)
+    ours = predict(model, meta, test, torch.device("cpu"), 256)
+    ours_s = time.perf_counter() - start
+    report(args, plain, ours, test, cfg, plain_s, ours_s)
+
+
+def train_variant(args: argparse.Namespace, cfg: FinetuneConfig, ws: Path, store: Path, split: Path) -> tuple:
     variant = parse_variant(args.variant)
     model, meta, _ = finetune(
         variant,
@@ -175,14 +230,17 @@ def main() -> None:
         resume_path=None,
         on_epoch=lambda row: print(f"  faceattr: epoch {int(row['epoch'])}/{cfg.optim.epochs}", flush=True),
     )
-    ours = predict(model, meta, test, torch.device("cpu"), 256)
-    ours_s = time.perf_counter() - start
+    return model, meta
 
+
+def report(args, plain, ours, test, cfg, plain_s: float, ours_s: float) -> None:
     edges = cfg.age_head.group_edges
     s_plain = per_image_scores(plain, test, edges, 5.0)
     s_ours = per_image_scores(ours, test, edges, 5.0)
     print(f"\nQuality floor on {len(test)} test images (CI: percentile bootstrap over test images)")
     plain_name = "plain loop" if args.plain_input == "raw" else "plain on aligned"
+    plain_epochs = args.plain_epochs or cfg.optim.epochs
+    print(f"  plain loop: {plain_epochs} epochs, {args.plain_schedule} learning rate")
     print(f"  {'metric':16} {plain_name:>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
     for metric, key, scale in (("gender acc %", "gender_correct", 100), ("age MAE years", "age_abs_err", 1)):
         a, b = s_ours[key] * scale, s_plain[key] * scale
@@ -195,7 +253,8 @@ def main() -> None:
         diff = f"{d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p']:.3f}"
         print(f"  {'':16} faceattr − plain {diff} (paired bootstrap over test images)")
     print(
-        f"  wall time: plain loop {plain_s:.0f} s (incl. decoding), faceattr {ours_s:.0f} s; "
+        f"  wall time: plain loop {plain_s:.0f} s (incl. decoding), faceattr {ours_s:.0f} s"
+        f"{' (scoring only: the run trained before)' if args.model else ''}; "
         f"peak RSS {peak_rss_mib():.0f} MiB"
     )
 
