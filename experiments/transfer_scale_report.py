@@ -11,7 +11,8 @@ pretraining on N people help", asked at every N.
 
 With ``--probe-store`` and ``--probe-split`` (the scratch clone's fine-tuning store and split) and
 ``--trunks`` (where the script left each point's trunk), it first runs the probe stage on every
-point's trunk, writing ``<point>/probe.json``.
+point's trunk, writing ``<point>/probe.json`` (``--probe-target``: only that target's points, the
+one the store and split belong to).
 """
 
 from __future__ import annotations
@@ -366,13 +367,14 @@ def main() -> None:
     ap.add_argument("--trunks", type=Path, help="folder of <point>.pt trunks (transfer_scale.sh's TRUNKS)")
     ap.add_argument("--probe-store", type=Path, help="the points' fine-tuning store (data/aligned/finetune)")
     ap.add_argument("--probe-split", type=Path, help="the points' fine-tuning split (data/splits/finetune.csv)")
+    ap.add_argument("--probe-target", help="probe this target's points only (the one whose store and split are given)")
     args = ap.parse_args()
     for target_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()):
         folders = [target_dir / n for n in ORDER if (target_dir / n / "done").is_file()]
         if not folders:
             continue
         dlib = load_point(target_dir / "dlib") if (target_dir / "dlib" / "done").is_file() else None
-        if args.trunks and args.probe_store and args.probe_split:
+        if args.trunks and args.probe_store and args.probe_split and args.probe_target in (None, target_dir.name):
             for f in folders:
                 run_probes(f, args.trunks, args.probe_store, args.probe_split)
         points = [load_point(f) for f in folders]
