@@ -69,6 +69,21 @@ def test_every_preset_names_real_params(monkeypatch) -> None:
                 node = node[part]
 
 
+# What the synthetic default sizes for speed (32 px, width 8, 4 epochs; it may move again): every
+# real-data preset pins it, so a published real-data command keeps its meaning when the default moves.
+_CPU_SIZE = ("align.size", "pretrain_identity.width", "finetune_multitask.width")
+_FINETUNE_LENGTH = ("finetune_multitask.optim.epochs",)
+
+
+def test_real_data_presets_pin_what_the_default_sizes_for_speed() -> None:
+    for preset in (ROOT / "presets").glob("*.yaml"):
+        keys = yaml.safe_load(preset.read_text())
+        pinned = [*_CPU_SIZE, *_FINETUNE_LENGTH] if "datasets.finetune.dataset" in keys else list(_CPU_SIZE)
+        if "datasets.finetune.dataset" in keys or "datasets.pretrain.dataset" in keys:
+            missing = [k for k in pinned if k not in keys]
+            assert not missing, f"{preset.name} leaves {missing} to the synthetic default"
+
+
 def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1

@@ -22,7 +22,7 @@ from faceattr.train.finetune import EMA, finetune
 from faceattr.variants import parse_variant
 
 from .conftest import TINY_VARIANTS
-from .test_stages import _finetune_inputs
+from .test_stages import Killed, _finetune_inputs, kill_after_first_epoch
 
 SIZE = 32
 MIRROR = [1, 0, 2, 4, 3]  # the image's left eye is the mirrored image's right eye, and so on
@@ -99,16 +99,8 @@ def test_ema_training_saves_the_average_and_resumes_to_the_uninterrupted_weights
     last = torch.load(tmp_path / "full.pt", weights_only=True)["modules"]["model"]
     differs = [k for k, v in full.state_dict().items() if v.is_floating_point() and not torch.allclose(v, last[k])]
     assert differs, "the saved model is the moving average, not the last weights"
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(row: dict) -> None:
-        if row["epoch"] == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first, **common)
+        finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first_epoch, **common)
     resumed, _, _ = finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=lambda row: None, **common)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, msg=f"weights differ at {k}")

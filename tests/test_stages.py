@@ -129,6 +129,15 @@ def _finetune_inputs(pipeline) -> dict:
     )
 
 
+class Killed(Exception):
+    """Raised from `on_epoch` to stop a training as a kill would."""
+
+
+def kill_after_first_epoch(row: dict) -> None:
+    if row["epoch"] == 1:
+        raise Killed
+
+
 def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
     """Kill training after epoch 1, rerun: the same final weights as one uninterrupted run."""
     cfg = load_section(pipeline["params"], "finetune_multitask", FinetuneConfig)
@@ -137,16 +146,8 @@ def test_resumed_training_equals_uninterrupted(pipeline, tmp_path) -> None:
     common = _finetune_inputs(pipeline)
 
     full, _, _ = finetune(variant, cfg, resume_path=tmp_path / "full.pt", on_epoch=lambda row: None, **common)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(row: dict) -> None:
-        if row["epoch"] == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first, **common)
+        finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=kill_after_first_epoch, **common)
     assert torch.load(tmp_path / "killed.pt", weights_only=True)["epoch"] == 1
     seen = []
     resumed, _, history = finetune(variant, cfg, resume_path=tmp_path / "killed.pt", on_epoch=seen.append, **common)
