@@ -23,6 +23,7 @@
 #     bash experiments/full_size.sh select iresnet64_e4
 set -euo pipefail
 set -f  # the params' [lists] are words, never globs
+source "$(dirname "$0")/lib.sh"
 
 mode=${1:?usage: full_size.sh select [candidate ...] | final CANDIDATE}
 shift
@@ -48,17 +49,6 @@ candidate_params() {
 }
 CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip )
 
-record() {  # record DEST NAME WALL_S COMMAND: what ran, where, how long
-  {
-    echo "command: $4"
-    echo "commit: $(git rev-parse HEAD)"
-    echo "wall_s: $3"
-    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
-    echo "jobs: FACEATTR_JOBS=${FACEATTR_JOBS:-unset} ($(nproc) cores)"
-    echo "finished: $(date -u +%FT%TZ)"
-  } > "$1/RUN.txt"
-}
-
 run_one() {  # run_one STAGE_DIR NAME SEEDS TARGET
   local dest=$1 name=$2 seeds=$3 target=$4 params
   params=$(candidate_params "$name")
@@ -67,19 +57,10 @@ run_one() {  # run_one STAGE_DIR NAME SEEDS TARGET
     return
   fi
   echo "== $dest: $(date -u +%FT%TZ)"
-  git checkout HEAD -- params.yaml             # each candidate starts from the committed params
-  local start cmd
-  start=$(date +%s)
-  cmd="dvc exp run -n fs-$(basename "$(dirname "$dest")")-$name ${data[*]} $params -S finetune_multitask.seeds=$seeds ${EXTRA:-} $target"
   # shellcheck disable=SC2086  # the presets are words
-  $cmd
-  local wall=$(( $(date +%s) - start ))
-  rm -rf "$dest" && mkdir -p "$dest"
-  cp -r metrics params.yaml dvc.lock "$dest"/
-  [ -d reports ] && cp -r reports "$dest"/
-  record "$dest" "$name" "$wall" "$cmd"
+  run_recorded "$dest" dvc exp run -n "fs-$(basename "$(dirname "$dest")")-$name" ${data[*]} $params \
+    -S finetune_multitask.seeds=$seeds ${EXTRA:-} $target
   touch "$dest/done"
-  git checkout HEAD -- params.yaml
 }
 
 case $mode in

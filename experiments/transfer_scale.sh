@@ -14,6 +14,7 @@
 # in; inside a point, DVC skips finished stages and the fine-tuning matrix reuses finished runs
 # (the `none` runs train once, in the first point, and are reused by every later one).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 target=${1:?usage: transfer_scale.sh utkface|celeba [point ...]}
 shift
@@ -85,24 +86,10 @@ for point in "${points[@]}"; do
     continue
   fi
   echo "== $target/$point: $(date -u +%FT%TZ)"
-  git checkout HEAD -- params.yaml            # each point starts from the committed params
-  start=$(date +%s)
-  # shellcheck disable=SC2086  # the presets are words
-  dvc exp run -n "ts-$target-$point" "${finetune[@]}" $params $(point_matrix "$point") "${matrix[@]}"
-  wall=$(( $(date +%s) - start ))
   dest=$out/$point
-  rm -rf "$dest" && mkdir -p "$dest"
-  cp -r metrics reports params.yaml dvc.lock "$dest"/
+  # shellcheck disable=SC2086  # the presets are words
+  run_recorded "$dest" dvc exp run -n "ts-$target-$point" "${finetune[@]}" $params $(point_matrix "$point") "${matrix[@]}"
   cp plots/pretrain_identity.csv "$dest"/ 2>/dev/null || true
   cp models/pretrain_identity/trunk.pt "$trunks/$point.pt"
-  {
-    echo "command: dvc exp run -n ts-$target-$point ${finetune[*]} $params $(point_matrix "$point") ${matrix[*]}"
-    echo "commit: $(git rev-parse HEAD)"
-    echo "wall_s: $wall"
-    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); bf16: $(grep -q -w avx512_bf16 /proc/cpuinfo && echo native || echo no)"
-    echo "jobs: FACEATTR_JOBS=${FACEATTR_JOBS:-unset} ($(nproc) cores)"
-    echo "finished: $(date -u +%FT%TZ)"
-  } > "$dest/RUN.txt"
   touch "$dest/done"
-  git checkout HEAD -- params.yaml
 done

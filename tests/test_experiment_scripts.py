@@ -1,0 +1,112 @@
+"""experiments/lib.sh: the one timed, recorded `dvc exp run` every experiment script makes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+LIB = ROOT / "experiments" / "lib.sh"
+
+
+def _workspace(tmp_path: Path) -> Path:
+    """A git repository with committed params, and a `dvc` on PATH that changes them and writes metrics."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text("lr: 0.001\n")
+    (ws / "dvc.lock").write_text("schema: '2.0'\n")
+    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"]):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "lr: 0.1" > params.yaml\n'
+        '[ "$*" = "exp run fail" ] && exit 3\n'
+        "mkdir -p metrics && echo '{\"acc\": 1}' > metrics/m.json\n"
+    )
+    fake.chmod(0o755)
+    return ws
+
+
+def _run(ws: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    script = f'set -euo pipefail; source "{LIB}"; run_recorded out/point {" ".join(args)}'
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(["bash", "-c", script], cwd=ws, env=env, capture_output=True, text=True)
+
+
+def test_run_recorded_copies_aggregates_and_writes_run_txt(tmp_path) -> None:
+    ws = _workspace(tmp_path)
+    done = _run(ws, tmp_path, "dvc", "exp", "run", "-S", "'lr=0.1'")
+    assert done.returncode == 0, done.stderr
+    dest = ws / "out" / "point"
+    assert (dest / "metrics" / "m.json").read_text().strip() == '{"acc": 1}'
+    assert (dest / "params.yaml").read_text() == "lr: 0.1\n", "the params the run used"
+    assert (ws / "params.yaml").read_text() == "lr: 0.001\n", "the workspace back at the committed params"
+    lines = dict(line.split(": ", 1) for line in (dest / "RUN.txt").read_text().splitlines())
+    assert lines["command"] == "dvc exp run -S lr=0.1"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()
+    assert lines["commit"] == head
+    assert int(lines["wall_s"]) >= 0 and "bf16: " in lines["cpu"] and "cores" in lines["jobs"]
+    assert not (dest / "done").exists(), "the caller marks done after its own copies"
+
+
+def test_run_recorded_failure_keeps_dest_and_params(tmp_path) -> None:
+    ws = _workspace(tmp_path)
+    (ws / "out" / "point").mkdir(parents=True)
+    (ws / "out" / "point" / "earlier.txt").write_text("kept")
+    failed = _run(ws, tmp_path, "dvc", "exp", "run", "fail")
+    assert failed.returncode == 3
+    assert (ws / "out" / "point" / "earlier.txt").read_text() == "kept"
+    assert not (ws / "out" / "point" / "RUN.txt").exists()
+    assert (ws / "params.yaml").read_text() == "lr: 0.001\n"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "experiments").glob("*.sh")), ids=lambda p: p.name)
+def test_experiment_scripts_parse(script: Path) -> None:
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
+    """experiments/full_size.sh end to end with a `dvc` that replays a committed candidate's metrics:
+    the command it builds, what it records, and the report it writes (no training)."""
+    import shutil
+    import sys
+
+    recorded = ROOT / "results" / "full_size" / "select" / "iresnet64_e4"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(ROOT / "params.yaml", ws)
+    (ws / "dvc.lock").write_text("schema: '2.0'\n")
+    for folder in ("presets", "experiments"):
+        shutil.copytree(ROOT / folder, ws / folder)
+    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"]):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(f'#!/usr/bin/env bash\necho "$*" > "{tmp_path}/argv"\ncp -r "{recorded}/metrics" .\n')
+    (bin_dir / "dvc").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OUT": "out",
+    }
+    done = subprocess.run(
+        ["bash", "experiments/full_size.sh", "select", "iresnet64_e4"], cwd=ws, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:4] == ["exp", "run", "-n", "fs-select-iresnet64_e4"]
+    assert "align.crop=resize" in argv and "finetune_multitask.seeds=[0]" in argv and argv[-1] == "evaluate"
+    dest = ws / "out" / "select" / "iresnet64_e4"
+    assert (dest / "done").exists()
+    assert (dest / "RUN.txt").read_text().startswith("command: dvc exp run -n fs-select-iresnet64_e4 ")
+    assert "`iresnet64_e4` **chosen**" in (ws / "out" / "README.md").read_text()
+    again = subprocess.run(
+        ["bash", "experiments/full_size.sh", "select", "iresnet64_e4"], cwd=ws, env=env, capture_output=True, text=True
+    )
+    assert "done, skipped" in again.stdout
