@@ -88,8 +88,8 @@ def test_unknown_preset_lists_choices(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["preset", "agedb2"]) == 1
     names = (
-        "['agedb', 'agedb_protocol', 'casia', 'celeba', 'celeba_identities', 'cpu_fp32', 'cpu_real', 'dlib', "
-        "'first_paper', 'lfw_identities', 'own_crop', 'paper_recipe', 'second_paper', 'third_paper', 'utkface']"
+        "['agedb', 'agedb_protocol', 'best_cpu', 'casia', 'celeba', 'celeba_identities', 'cpu_fp32', 'cpu_real', "
+        "'dlib', 'first_paper', 'lfw_identities', 'own_crop', 'paper_recipe', 'second_paper', 'third_paper', 'utkface']"
     )
     assert f"unknown preset 'agedb2'; choose from {names}" in capsys.readouterr().err
 
