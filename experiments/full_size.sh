@@ -68,11 +68,11 @@ case $mode in
     names=( "$@" ); [ ${#names[@]} -gt 0 ] || names=( "${CANDIDATES[@]}" )
     for name in "${names[@]}"; do candidate_params "$name" > /dev/null; done   # fail before any run
     for name in "${names[@]}"; do run_one "$out/select/$name" "$name" "[0]" evaluate; done
-    python experiments/full_size_report.py --out "$out" ;;
+    python experiments/full_size_report.py --out "$out" --candidates "${CANDIDATES[@]}" ;;
   final)
     name=${1:?usage: full_size.sh final CANDIDATE}
     candidate_params "$name" > /dev/null
     run_one "$out/final/$name" "$name" "[0,1,2] -S evaluate.interval=seeds_and_clusters" ""
-    python experiments/full_size_report.py --out "$out" ;;
+    python experiments/full_size_report.py --out "$out" --candidates "${CANDIDATES[@]}" ;;
   *) echo "full_size.sh: unknown mode '$mode' (select | final)" >&2; exit 2 ;;
 esac

@@ -44,25 +44,49 @@ def load(folder: Path) -> dict[str, Any]:
         "seeds": len(val),
         "test": summary["variants"][variant],
         "test_images": summary["images"],
+        "recipe": recipe(folder),
         "wall_s": int(info["wall_s"]),
         "run": info,
     }
+
+
+def recipe(folder: Path) -> str:
+    """What a candidate trains, read from the params it ran with."""
+    import yaml
+
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    ft, align = params["finetune_multitask"], params["align"]
+    (variant,) = ft["variants"]
+    crop = "own crop" if align["crop"] == "resize" else f"{align['template']} template"
+    parts = [f"`{variant}`", f"{align['size']} px {crop}", f"{ft['optim']['epochs']} epochs"]
+    if ft.get("ema"):
+        parts.append(f"EMA {ft['ema']}")
+    if ft.get("tta", "none") != "none":
+        parts.append(f"{ft['tta']} TTA")
+    return ", ".join(parts)
+
+
+def notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What ran beside a run, or anything else its RUN.txt notes."""
+    return [f"- `{r['name']}`: {r['run']['note']}" for r in rows if r["run"].get("note")]
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def select_table(rows: list[dict[str, Any]], chosen: str | None) -> list[str]:
+def select_table(rows: list[dict[str, Any]], chosen: str | None, complete: bool) -> list[str]:
     lines = [
-        "| Candidate | Wall (min) | Val gender % | Val age MAE | Score (lower wins) | Test gender % | Test age MAE |",
-        "|---|---|---|---|---|---|---|",
+        "| Candidate | Recipe | Wall (min) | Val gender % | Val age MAE | Score (lower wins) | Test gender % "
+        "| Test age MAE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    won = " **chosen**" if complete else " **best so far**"
     for r in sorted(rows, key=lambda r: score(r["val"])):
-        mark = " **chosen**" if r["name"] == chosen else ("" if r["wall_s"] <= BUDGET_S else " (over 60 min)")
+        mark = won if r["name"] == chosen else ("" if r["wall_s"] <= BUDGET_S else " (over 60 min)")
         t = r["test"]
         lines.append(
-            f"| `{r['name']}`{mark} | {r['wall_s'] / 60:.1f} | {pct(r['val']['val_gender_acc'])} | "
+            f"| `{r['name']}`{mark} | {r['recipe']} | {r['wall_s'] / 60:.1f} | {pct(r['val']['val_gender_acc'])} | "
             f"{r['val']['val_age_mae']:.2f} | {score(r['val']):.3f} | {pct(t['gender_acc']['mean'])} | "
             f"{t['age_mae']['mean']:.2f} |"
         )
@@ -88,11 +112,13 @@ def final_table(rows: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("results/full_size"))
+    ap.add_argument("--candidates", nargs="*", default=[], help="every candidate of the script (to list those not run)")
     args = ap.parse_args()
     done = lambda stage: [load(f) for f in sorted((args.out / stage).glob("*")) if (f / "done").is_file()]  # noqa: E731
     candidates, finals = done("select"), done("final")
     within = [r for r in candidates if r["wall_s"] <= BUDGET_S]
     chosen = min(within, key=lambda r: score(r["val"]))["name"] if within else None
+    missing = [c for c in args.candidates if c not in {r["name"] for r in candidates}]
     machines = sorted({f"{r['run']['cpu']}; {r['run']['jobs']}" for r in (*candidates, *finals)})
     lines = [
         "# All of UTKFace: the best CPU recipe (issue 24)",
@@ -109,15 +135,19 @@ def main() -> None:
         "",
         f"Rule: the lowest `val_age_mae / {GOAL_MAE}` + `(1 − val_gender_acc) / {1 - GOAL_GENDER:.2f}` among the "
         "candidates that trained in at most 60 minutes (wall time of the whole `dvc exp run`, alignment included "
-        "where it ran). Test metrics are shown, not used.",
+        "where it ran; a candidate on an earlier one's crops reuses them). Test metrics are shown, not used.",
         "",
-        *select_table(candidates, chosen),
+        *select_table(candidates, chosen, complete=not missing),
     ]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{c}`" for c in missing) + " (the choice can still change)."]
+    if notes(candidates):
+        lines += ["", "Beside the runs:", "", *notes(candidates)]
     if finals:
         lines += ["", "## Final runs (3 seeds; 95 % CI: two-level bootstrap over seeds and test clusters)",
                   "", *final_table(finals)]  # fmt: skip
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    rows = {"chosen": chosen, "candidates": candidates, "final": finals}
+    rows = {"chosen": chosen, "complete": not missing, "not_run": missing, "candidates": candidates, "final": finals}
     (args.out / "select.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out / 'README.md'}" + (f" (chosen: {chosen})" if chosen else ""))
 

@@ -88,7 +88,8 @@ def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
         subprocess.run(["git", *cmd], cwd=ws, check=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(f'#!/usr/bin/env bash\necho "$*" > "{tmp_path}/argv"\ncp -r "{recorded}/metrics" .\n')
+    replay = f'echo "$*" > "{tmp_path}/argv"\ncp -r "{recorded}/metrics" "{recorded}/params.yaml" .\n'
+    (bin_dir / "dvc").write_text("#!/usr/bin/env bash\n" + replay)
     (bin_dir / "dvc").chmod(0o755)
     env = {
         "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
@@ -105,7 +106,9 @@ def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
     dest = ws / "out" / "select" / "iresnet64_e4"
     assert (dest / "done").exists()
     assert (dest / "RUN.txt").read_text().startswith("command: dvc exp run -n fs-select-iresnet64_e4 ")
-    assert "`iresnet64_e4` **chosen**" in (ws / "out" / "README.md").read_text()
+    report = (ws / "out" / "README.md").read_text()
+    assert "`iresnet64_e4` **best so far** | `face_resnet18-none-gender+age-dldl`, 64 px own crop, 4 epochs |" in report
+    assert "Not run yet: `dlib_e4`, `dlib_e4_flip`," in report
     again = subprocess.run(
         ["bash", "experiments/full_size.sh", "select", "iresnet64_e4"], cwd=ws, env=env, capture_output=True, text=True
     )
