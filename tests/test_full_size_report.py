@@ -21,6 +21,11 @@ def _candidate(root: Path, name: str, val_gender: float, val_mae: float, test_ge
     summary = {"images": 4646, "variants": {variant: {"gender_acc": stat(test_gender), "age_mae": stat(6.0)}}}
     (folder / "metrics" / "summary.json").write_text(json.dumps(summary))
     (folder / "RUN.txt").write_text(f"command: dvc exp run x\nwall_s: {wall_s}\ncpu: AMD EPYC; bf16: native\njobs: J\n")
+    params = {
+        "align": {"size": 64, "crop": "resize", "template": "arcface"},
+        "finetune_multitask": {"variants": [variant], "optim": {"epochs": 4}, "ema": 0.0, "tta": "none"},
+    }
+    (folder / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     (folder / "done").touch()
 
 
@@ -39,5 +44,6 @@ def test_the_choice_is_the_lowest_goal_scaled_validation_score_within_the_budget
     picked = json.loads((tmp_path / "select.json").read_text())
     assert picked["chosen"] == "b"
     readme = (tmp_path / "README.md").read_text()
-    assert "| `b` **chosen** |" in readme and "| `c` (over 60 min) |" in readme
+    assert "| `b` **chosen** | `face_resnet18-none-gender+age-dldl`, 64 px own crop, 4 epochs |" in readme
+    assert "| `c` (over 60 min) |" in readme
     assert "not the split of any published number" in readme
