@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from faceattr.cli import main
+from faceattr.config import flatten
 
 from .conftest import ROOT
 
@@ -20,16 +21,6 @@ SHARED = ROOT.parent / "shared" / "datasets"
 # candidate recorded its clone's absolute path) and how many seeds (the preset trains one model,
 # `full_size.sh final` three for the intervals).
 NOT_RECIPE = {"datasets.finetune.uri", "datasets.pretrain.uri", "finetune_multitask.seeds", "evaluate.interval"}
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _with_presets(tmp_path, capsys, monkeypatch, *presets: str) -> dict:
@@ -45,8 +36,8 @@ def _with_presets(tmp_path, capsys, monkeypatch, *presets: str) -> dict:
 
 def test_best_cpu_is_the_chosen_full_size_candidate(tmp_path, capsys, monkeypatch) -> None:
     chosen = json.loads((ROOT / "results" / "full_size" / "select.json").read_text())["chosen"]
-    recorded = _flat(yaml.safe_load((ROOT / "results/full_size/select" / chosen / "params.yaml").read_text()))
-    preset = _flat(_with_presets(tmp_path, capsys, monkeypatch, "utkface", "best_cpu"))
+    recorded = flatten(yaml.safe_load((ROOT / "results/full_size/select" / chosen / "params.yaml").read_text()))
+    preset = flatten(_with_presets(tmp_path, capsys, monkeypatch, "utkface", "best_cpu"))
     differ = {k: (preset.get(k), v) for k, v in recorded.items() if k not in NOT_RECIPE and preset.get(k) != v}
     assert not differ, f"presets/best_cpu.yaml is not the chosen candidate '{chosen}': {differ}"
 
