@@ -1,7 +1,7 @@
 """Quality floor: faceattr's ``resnet18-none-gender+age`` against the plain loop a user would try first.
 
     python bench/bench_quality_floor.py [--workspace .] [--epochs E] [--seed 0] [--variant V]
-        [--plain-schedule constant|warmup_cosine] [--plain-epochs E] [--model RUN_DIR]
+        [--plain-schedule constant|warmup_cosine] [--plain-epochs E | --plain-budget-s S] [--model RUN_DIR]
 
 Both train in this process on the same split (the workspace's ``data/splits/finetune.csv``), for
 the same epochs, batch size, learning rate and weight decay (``finetune_multitask.optim`` of the
@@ -13,7 +13,9 @@ workspace's ``params.yaml``), and are scored on the same test images:
    cross-entropy + L1 on years, AdamW at a constant learning rate (``--plain-input aligned``:
    the same loop on faceattr's aligned crops instead; ``--plain-schedule warmup_cosine``: the
    schedule a careful user gives it, one epoch of linear warm-up then cosine decay to zero;
-   ``--plain-epochs``: its own number of epochs, to give it faceattr's wall time);
+   ``--plain-epochs``: its own number of epochs; ``--plain-budget-s``: as many epochs as fit in
+   that many seconds, decoding included, counted from the first epoch's time, so a run given
+   faceattr's wall time needs no guess; the warm-up is that first epoch either way);
 2. **faceattr**: the variant (default ``resnet18-none-gender+age``) through
    ``faceattr.train.finetune.finetune`` on the aligned store (``data/aligned/finetune``),
    exactly as its DVC stage trains it, scored with the evaluate stage's ``predict``; or, with
@@ -22,7 +24,8 @@ workspace's ``params.yaml``), and are scored on the same test images:
    process's).
 
 Prints gender accuracy and age MAE of both, the ratio faceattr / plain, and a paired bootstrap
-over the test images of the difference. Run it in a workspace where ``split`` has run on the
+of the difference over the test split's clusters (its people, else its byte-identical image
+groups; the unit is printed), one training seed each. Run it in a workspace where ``split`` has run on the
 real data (see the README's real-data section for the command).
 """
 
@@ -80,6 +83,12 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def epochs_within(budget_s: float, spent_s: float, first_epoch_s: float) -> int:
+    """Epochs (at least the one already run) that fit in ``budget_s`` seconds when ``spent_s``
+    went before the first epoch and that epoch took ``first_epoch_s``."""
+    return max(1, int((budget_s - spent_s) // first_epoch_s))
+
+
 def plain_loop(
     train_x: torch.Tensor,
     train: FaceTensors,
@@ -89,10 +98,14 @@ def plain_loop(
     age_loss: str = "years",
     schedule: str = "constant",
     epochs: int = 0,
-) -> dict[str, np.ndarray]:
-    """The simple thing: ResNet-18 from scratch, CE + L1(years), AdamW, flips; test predictions.
-    ``schedule``: constant, or one epoch of linear warm-up then cosine decay (``warmup_cosine``);
-    ``epochs``: 0 for faceattr's."""
+    budget_s: float = 0.0,
+    spent_s: float = 0.0,
+) -> tuple[dict[str, np.ndarray], int]:
+    """The simple thing: ResNet-18 from scratch, CE + L1(years), AdamW, flips; test predictions
+    and the epochs it trained. ``schedule``: constant, or one epoch of linear warm-up then cosine
+    decay (``warmup_cosine``); ``epochs``: 0 for faceattr's; ``budget_s`` (> 0): instead, as many
+    epochs as fit in that many seconds, ``spent_s`` of them gone before training (decoding),
+    decided after the first epoch (the warm-up, which does not depend on the total)."""
     import torchvision
 
     torch.manual_seed(seed)
@@ -106,10 +119,14 @@ def plain_loop(
     per_epoch = -(-len(train_x) // cfg.optim.batch_size)
     total, warmup = epochs * per_epoch, per_epoch
 
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda step: 1.0) if schedule == "constant" else (lambda step: warmup_cosine(step, warmup, total))
-    )
-    for epoch in range(epochs):
+    steps = {"total": total}  # the cosine's length, set again once a budget has timed the first epoch
+
+    def factor(step: int) -> float:
+        return 1.0 if schedule == "constant" else warmup_cosine(step, warmup, steps["total"])
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    epoch, start = 0, time.perf_counter()
+    while epoch < epochs:
         model.train()
         for idx in batch_indices(len(train_x), cfg.optim.batch_size, generator):
             if len(idx) < 2:
@@ -127,7 +144,11 @@ def plain_loop(
             loss.backward()
             opt.step()
             sched.step()
-        print(f"  plain loop: epoch {epoch + 1}/{epochs}", flush=True)
+        epoch += 1
+        if budget_s and epoch == 1:
+            epochs = epochs_within(budget_s, spent_s, time.perf_counter() - start)
+            steps["total"] = epochs * per_epoch
+        print(f"  plain loop: epoch {epoch}/{epochs}", flush=True)
     model.eval()
     probs, ages = [], []
     with torch.no_grad():
@@ -135,7 +156,7 @@ def plain_loop(
             out = model(normalise(test_x[idx]))
             probs.append(out[:, :2].softmax(1)[:, 1])
             ages.append(out[:, 2] * scale + shift)
-    return {"gender_prob": torch.cat(probs).numpy(), "age": torch.cat(ages).numpy().astype(np.float64)}
+    return {"gender_prob": torch.cat(probs).numpy(), "age": torch.cat(ages).numpy().astype(np.float64)}, epochs
 
 
 def main() -> None:
@@ -165,7 +186,15 @@ def main() -> None:
         help="the plain loop's learning rate: constant (default, a first loop), or one epoch of linear warm-up then "
         "cosine decay (the schedule a careful user gives it)",
     )
-    p.add_argument("--plain-epochs", type=int, default=0, help="the plain loop's epochs (0: faceattr's)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--plain-epochs", type=int, default=0, help="the plain loop's epochs (0: faceattr's)")
+    budget.add_argument(
+        "--plain-budget-s",
+        type=float,
+        default=0.0,
+        help="give the plain loop this wall time instead (seconds, decoding included): as many epochs as fit, "
+        "counted from its first epoch (e.g. the wall_s of faceattr's run)",
+    )
     p.add_argument(
         "--model", help="score this trained faceattr run (its folder or model.pt) instead of training --variant"
     )
@@ -190,8 +219,17 @@ def main() -> None:
         train_x, test_x = train.images, test.images
     else:
         train_x, test_x = read_raw(raw, train, size), read_raw(raw, test, size)
-    plain = plain_loop(
-        train_x, train, test_x, cfg, args.seed, args.plain_age_loss, args.plain_schedule, args.plain_epochs
+    plain, args.plain_epochs = plain_loop(
+        train_x,
+        train,
+        test_x,
+        cfg,
+        args.seed,
+        args.plain_age_loss,
+        args.plain_schedule,
+        args.plain_epochs,
+        args.plain_budget_s,
+        time.perf_counter() - start,
     )
     plain_s = time.perf_counter() - start
     if args.plain_only:
@@ -237,21 +275,23 @@ def report(args, plain, ours, test, cfg, plain_s: float, ours_s: float) -> None:
     edges = cfg.age_head.group_edges
     s_plain = per_image_scores(plain, test, edges, 5.0)
     s_ours = per_image_scores(ours, test, edges, 5.0)
-    print(f"\nQuality floor on {len(test)} test images (CI: percentile bootstrap over test images)")
+    groups = np.asarray(test.groups) if test.groups else None
+    unit = f"{len(set(test.groups))} clusters ({test.group_unit})" if test.groups else f"{len(test)} images"
+    print(f"\nQuality floor on {len(test)} test images (CI: bootstrap over {unit}, one seed each)")
     plain_name = "plain loop" if args.plain_input == "raw" else "plain on aligned"
-    plain_epochs = args.plain_epochs or cfg.optim.epochs
-    print(f"  plain loop: {plain_epochs} epochs, {args.plain_schedule} learning rate")
+    budget = f" (as many as fit in {args.plain_budget_s:.0f} s)" if args.plain_budget_s else ""
+    print(f"  plain loop: {args.plain_epochs} epochs{budget}, {args.plain_schedule} learning rate")
     print(f"  {'metric':16} {plain_name:>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
     for metric, key, scale in (("gender acc %", "gender_correct", 100), ("age MAE years", "age_abs_err", 1)):
         a, b = s_ours[key] * scale, s_plain[key] * scale
-        ca, cb = bootstrap_ci(a, args.bootstrap), bootstrap_ci(b, args.bootstrap)
+        ca, cb = bootstrap_ci(a, args.bootstrap, groups=groups), bootstrap_ci(b, args.bootstrap, groups=groups)
         print(
             f"  {metric:16} {np.nanmean(b):8.2f} [{cb[0]:6.2f}, {cb[1]:6.2f}] "
             f"{np.nanmean(a):24.2f} [{ca[0]:6.2f}, {ca[1]:6.2f}] {np.nanmean(a) / np.nanmean(b):15.3f}"
         )
-        d = paired_bootstrap(a, b, args.bootstrap)
+        d = paired_bootstrap(a, b, args.bootstrap, groups=groups)
         diff = f"{d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p']:.3f}"
-        print(f"  {'':16} faceattr − plain {diff} (paired bootstrap over test images)")
+        print(f"  {'':16} faceattr − plain {diff} (paired bootstrap over the test clusters)")
     print(
         f"  wall time: plain loop {plain_s:.0f} s (incl. decoding), faceattr {ours_s:.0f} s"
         f"{' (scoring only: the run trained before)' if args.model else ''}; "
