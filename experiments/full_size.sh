@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# All of UTKFace (issue 24): faceattr's best CPU recipe, chosen on the validation split only.
+# All of UTKFace, and all 6,000 CelebA images (issue 24): faceattr's best CPU recipe, chosen on the
+# validation split only.
 # Run it in a clone of this repository beside ../shared, with the project installed (README,
 # set-up), from the clone's root:
 #
 #   bash experiments/full_size.sh select [candidate ...]   # seed 0 of each candidate (default: all)
 #   bash experiments/full_size.sh final CANDIDATE          # the chosen one, seeds 0, 1, 2, every stage
+#   TARGET=celeba bash experiments/full_size.sh select     # the same for CelebA's 40 attributes
 #
 # `select` runs one `dvc exp run` per candidate up to `evaluate` (gender + DLDL age on all of
 # UTKFace, its own aligned crop, the default split grouped by byte-identical images), seed 0, and
@@ -14,6 +16,12 @@
 # candidates whose wall time is at most 60 minutes. Test metrics are recorded, never read by it.
 # `final` reruns the chosen candidate with 3 seeds and every stage (evaluate, export, report) and
 # copies its aggregates to $OUT/final/<candidate>/.
+#
+# TARGET=celeba: CelebA's 40 attributes on all 6,000 shared images (official partition: 4,560 /
+# 780 / 660), every one of them fine-tuned on, since identity pretraining comes from LFW's 1,680
+# people (16 epochs, the length transfer_scale's own held-out verification chose; one pretraining
+# serves every candidate). Its rule: the lowest mean attribute error on validation among the
+# candidates within 60 minutes. $OUT defaults to results/full_size_celeba.
 #
 # A candidate whose folder holds `done` is skipped, so a stopped script resumes at the candidate it
 # was in; inside one, DVC skips finished stages and a killed fine-tuning resumes from its state
@@ -25,15 +33,21 @@ set -euo pipefail
 set -f  # the params' [lists] are words, never globs
 source "$(dirname "$0")/lib.sh"
 
-mode=${1:?usage: full_size.sh select [candidate ...] | final CANDIDATE}
+mode=${1:?usage: [TARGET=utkface|celeba] full_size.sh select [candidate ...] | final CANDIDATE}
 shift
-out=${OUT:-results/full_size}
-data=( $(faceattr preset utkface) )
+target=${TARGET:-utkface}
+case $target in
+  utkface) out=${OUT:-results/full_size}; prefix=""; data=( $(faceattr preset utkface) ) ;;
+  celeba) out=${OUT:-results/full_size_celeba}; prefix="celeba-"
+    data=( $(faceattr preset lfw_identities) $(faceattr preset celeba) -S pretrain_identity.optim.epochs=16 ) ;;
+  *) echo "full_size.sh: unknown TARGET '$target' (utkface | celeba)" >&2; exit 2 ;;
+esac
 
 # name: the params after the data preset. IResNet-18 at width 16 from scratch on UTKFace's own
 # crop (`own_crop`; the synthetic identity pretraining trains one epoch, read by no variant), or
 # dlib's trunk on its 150-px chips (`dlib`: dlib's template, heads at lr, trunk at 1 % of it).
 candidate_params() {
+  [ "$target" = celeba ] && { celeba_params "$1"; return; }
   local iresnet="$(faceattr preset own_crop) -S finetune_multitask.variants=[face_resnet18-none-gender+age-dldl] -S pretrain_identity.optim.epochs=1"
   local dlib="$(faceattr preset dlib) -S finetune_multitask.variants=[dlib_resnet-dlib-gender+age-dldl] -S pretrain_identity.optim.epochs=1"
   case $1 in
@@ -47,10 +61,28 @@ candidate_params() {
     *) echo "full_size.sh: unknown candidate '$1' (${CANDIDATES[*]})" >&2; return 2 ;;
   esac
 }
-CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip )
+# CelebA: IResNet-18 at width 16 on the ArcFace template's 64-px crops, pretrained on LFW's people
+# (`lfw1680`: transfer_scale's CelebA point, 4 epochs, then longer with EMA and flip TTA) or from
+# scratch (`none`, where a longer schedule may close the gap).
+celeba_params() {
+  local lfw="-S finetune_multitask.variants=[face_resnet18-identity-attributes]"
+  local none="-S finetune_multitask.variants=[face_resnet18-none-attributes]"
+  local long="-S finetune_multitask.ema=0.999 -S finetune_multitask.tta=flip"
+  case $1 in
+    lfw1680_e4) echo "$lfw -S finetune_multitask.optim.epochs=4" ;;
+    lfw1680_e12_ema_flip) echo "$lfw -S finetune_multitask.optim.epochs=12 $long" ;;
+    lfw1680_e24_ema_flip) echo "$lfw -S finetune_multitask.optim.epochs=24 $long" ;;
+    none_e24_ema_flip) echo "$none -S finetune_multitask.optim.epochs=24 $long" ;;
+    *) echo "full_size.sh: unknown candidate '$1' (${CANDIDATES[*]})" >&2; return 2 ;;
+  esac
+}
+case $target in
+  utkface) CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip ) ;;
+  celeba) CANDIDATES=( lfw1680_e4 lfw1680_e12_ema_flip lfw1680_e24_ema_flip none_e24_ema_flip ) ;;
+esac
 
-run_one() {  # run_one STAGE_DIR NAME SEEDS TARGET
-  local dest=$1 name=$2 seeds=$3 target=$4 params
+run_one() {  # run_one DEST NAME SEEDS STAGE (the dvc target: a stage, or "" for every stage)
+  local dest=$1 name=$2 seeds=$3 stage=$4 params
   params=$(candidate_params "$name")
   if [ -f "$dest/done" ]; then
     echo "== $dest: done, skipped"
@@ -58,8 +90,8 @@ run_one() {  # run_one STAGE_DIR NAME SEEDS TARGET
   fi
   echo "== $dest: $(date -u +%FT%TZ)"
   # shellcheck disable=SC2086  # the presets are words
-  run_recorded "$dest" dvc exp run -n "fs-$(basename "$(dirname "$dest")")-$name" ${data[*]} $params \
-    -S finetune_multitask.seeds=$seeds ${EXTRA:-} $target
+  run_recorded "$dest" dvc exp run -n "fs-${prefix}$(basename "$(dirname "$dest")")-$name" ${data[*]} $params \
+    -S finetune_multitask.seeds=$seeds ${EXTRA:-} $stage
   touch "$dest/done"
 }
 
@@ -68,11 +100,11 @@ case $mode in
     names=( "$@" ); [ ${#names[@]} -gt 0 ] || names=( "${CANDIDATES[@]}" )
     for name in "${names[@]}"; do candidate_params "$name" > /dev/null; done   # fail before any run
     for name in "${names[@]}"; do run_one "$out/select/$name" "$name" "[0]" evaluate; done
-    python experiments/full_size_report.py --out "$out" --candidates "${CANDIDATES[@]}" ;;
+    python experiments/full_size_report.py --out "$out" --target "$target" --candidates "${CANDIDATES[@]}" ;;
   final)
     name=${1:?usage: full_size.sh final CANDIDATE}
     candidate_params "$name" > /dev/null
     run_one "$out/final/$name" "$name" "[0,1,2] -S evaluate.interval=seeds_and_clusters" ""
-    python experiments/full_size_report.py --out "$out" --candidates "${CANDIDATES[@]}" ;;
+    python experiments/full_size_report.py --out "$out" --target "$target" --candidates "${CANDIDATES[@]}" ;;
   *) echo "full_size.sh: unknown mode '$mode' (select | final)" >&2; exit 2 ;;
 esac

@@ -71,13 +71,12 @@ def test_experiment_scripts_parse(script: Path) -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
 
 
-def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
-    """experiments/full_size.sh end to end with a `dvc` that replays a committed candidate's metrics:
-    the command it builds, what it records, and the report it writes (no training)."""
+def _script_workspace(tmp_path: Path, recorded: Path) -> tuple[Path, dict[str, str]]:
+    """A clone-like workspace (params, presets, experiments; git) and a `dvc` on PATH that records its
+    arguments and replays ``recorded``'s metrics and params, so a script runs end to end untrained."""
     import shutil
     import sys
 
-    recorded = ROOT / "results" / "full_size" / "select" / "iresnet64_e4"
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copy(ROOT / "params.yaml", ws)
@@ -91,11 +90,14 @@ def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
     replay = f'echo "$*" > "{tmp_path}/argv"\ncp -r "{recorded}/metrics" "{recorded}/params.yaml" .\n'
     (bin_dir / "dvc").write_text("#!/usr/bin/env bash\n" + replay)
     (bin_dir / "dvc").chmod(0o755)
-    env = {
-        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "OUT": "out",
-    }
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "OUT": "out"}
+    return ws, env
+
+
+def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
+    """experiments/full_size.sh end to end with a `dvc` that replays a committed candidate's metrics:
+    the command it builds, what it records, and the report it writes (no training)."""
+    ws, env = _script_workspace(tmp_path, ROOT / "results" / "full_size" / "select" / "iresnet64_e4")
     done = subprocess.run(
         ["bash", "experiments/full_size.sh", "select", "iresnet64_e4"], cwd=ws, env=env, capture_output=True, text=True
     )
@@ -113,3 +115,42 @@ def test_full_size_select_records_its_command_and_reports(tmp_path) -> None:
         ["bash", "experiments/full_size.sh", "select", "iresnet64_e4"], cwd=ws, env=env, capture_output=True, text=True
     )
     assert "done, skipped" in again.stdout
+
+
+def test_full_size_celeba_trains_attributes_on_lfw_people(tmp_path) -> None:
+    """TARGET=celeba: CelebA's official partition fine-tuned on whole, LFW's people pretrained on, the
+    candidate's attribute variant, and the CelebA report (a replayed run: no training)."""
+    import json
+
+    recorded = tmp_path / "recorded"
+    (recorded / "metrics" / "finetune").mkdir(parents=True)
+    variant = "face_resnet18-identity-attributes"
+    (recorded / "metrics" / "finetune" / f"{variant}-s0.json").write_text(json.dumps({"val_attr_acc": 0.9}))
+    stat = {"mean": 0.89, "std": 0.0, "ci_low": 0.88, "ci_high": 0.9}
+    summary = {"images": 659, "variants": {variant: {"attr_acc": stat}}}
+    (recorded / "metrics" / "summary.json").write_text(json.dumps(summary))
+    params = {
+        "align": {"size": 64, "crop": "template", "template": "arcface"},
+        "finetune_multitask": {"variants": [variant], "optim": {"epochs": 12}, "ema": 0.999, "tta": "flip"},
+    }
+    (recorded / "params.yaml").write_text(json.dumps(params))
+    ws, env = _script_workspace(tmp_path, recorded)
+    done = subprocess.run(
+        ["bash", "experiments/full_size.sh", "select", "lfw1680_e12_ema_flip"],
+        cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:4] == ["exp", "run", "-n", "fs-celeba-select-lfw1680_e12_ema_flip"]
+    for param in ("datasets.pretrain.dataset=lfw", "datasets.finetune.dataset=celeba", "split.protocol=official",
+                  "pretrain_identity.optim.epochs=16", f"finetune_multitask.variants=[{variant}]",
+                  "finetune_multitask.optim.epochs=12", "finetune_multitask.tta=flip"):  # fmt: skip
+        assert param in argv, param
+    report = (ws / "out" / "README.md").read_text()
+    assert report.startswith("# All 6,000 CelebA images")
+    assert "Not run yet: `lfw1680_e4`, `lfw1680_e24_ema_flip`, `none_e24_ema_flip`" in report
+    wrong = subprocess.run(
+        ["bash", "experiments/full_size.sh", "select", "dlib_e4"],
+        cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "unknown candidate 'dlib_e4'" in wrong.stderr

@@ -47,3 +47,42 @@ def test_the_choice_is_the_lowest_goal_scaled_validation_score_within_the_budget
     assert "| `b` **chosen** | `face_resnet18-none-gender+age-dldl`, 64 px own crop, 4 epochs |" in readme
     assert "| `c` (over 60 min) |" in readme
     assert "not the split of any published number" in readme
+
+
+def _celeba_run(root: Path, stage: str, name: str, val_attr: float, test_attr: float, wall_s: int) -> None:
+    folder = root / stage / name
+    (folder / "metrics" / "finetune").mkdir(parents=True)
+    variant = "face_resnet18-identity-attributes"
+    (folder / "metrics" / "finetune" / f"{variant}-s0.json").write_text(json.dumps({"val_attr_acc": val_attr}))
+    stat = {"mean": test_attr, "std": 0.001, "ci_low": test_attr - 0.01, "ci_high": test_attr + 0.01}
+    (folder / "metrics" / "summary.json").write_text(
+        json.dumps({"images": 659, "variants": {variant: {"attr_acc": stat}}})
+    )
+    (folder / "RUN.txt").write_text(f"command: dvc exp run x\nwall_s: {wall_s}\ncpu: AMD EPYC; bf16: native\njobs: J\n")
+    params = {
+        "align": {"size": 64, "crop": "template", "template": "arcface"},
+        "finetune_multitask": {"variants": [variant], "optim": {"epochs": 12}, "ema": 0.999, "tta": "flip"},
+    }
+    (folder / "params.yaml").write_text(json.dumps(params))
+    (folder / "done").touch()
+
+
+def test_celeba_chooses_the_lowest_validation_attribute_error_within_the_budget(tmp_path) -> None:
+    _celeba_run(tmp_path, "select", "short", 0.890, 0.895, 300)
+    _celeba_run(tmp_path, "select", "long", 0.902, 0.880, 1800)  # the best validation, not the best test
+    _celeba_run(tmp_path, "select", "too_long", 0.950, 0.950, 3700)
+    _celeba_run(tmp_path, "final", "long", 0.902, 0.880, 1800)
+    report = [sys.executable, str(ROOT / "experiments" / "full_size_report.py"), "--out", str(tmp_path)]
+    out = subprocess.run([*report, "--target", "celeba"], capture_output=True, text=True, check=True)
+    assert "(chosen: long)" in out.stdout
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("# All 6,000 CelebA images")
+    assert (
+        "| Candidate | Recipe | Wall (min) | Val mean attribute % | Score (lower wins) | Test mean attribute % |"
+        in readme
+    )
+    assert "| `long` **chosen** | `face_resnet18-identity-attributes`, 64 px arcface template, 12 epochs, EMA 0.999, " \
+        "flip TTA | 30.0 | 90.20 | 0.098 | 88.00 |" in readme  # fmt: skip
+    assert "| `too_long` (over 60 min) |" in readme
+    assert "| `long` | 1 | 30.0 | 88.00 ± 0.10 [87.00, 89.00] |" in readme  # the final: no goal column
+    assert "not the same split" in readme and "659 test images" in readme
