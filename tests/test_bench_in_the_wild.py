@@ -1,0 +1,79 @@
+"""bench/predict_in_the_wild.py: the seeded draw of LFW photos, the safe extraction of only those, and
+the aggregates it prints (agreement with a person's majority, confident disagreements)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import tarfile
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("predict_in_the_wild", ROOT / "bench" / "predict_in_the_wild.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NAMES = [f"lfw/P{i}/P{i}_{j:04d}.jpg" for i in range(5) for j in range(i + 1)] + ["lfw/README.txt"]
+
+
+def test_draw_takes_people_with_enough_photos_seeded(bench) -> None:
+    drawn = bench.draw_photos(NAMES, people=2, per_person=3, seed=0)
+    assert set(drawn) <= {"P2", "P3", "P4"} and len(drawn) == 2  # P0, P1 have fewer than 3 photos
+    assert all(len(v) == 3 and all(m.startswith(f"lfw/{p}/") for m in v) for p, v in drawn.items())
+    assert drawn == bench.draw_photos(list(reversed(NAMES)), people=2, per_person=3, seed=0)  # order-free
+    with pytest.raises(SystemExit, match="only 3 people"):
+        bench.draw_photos(NAMES, people=4, per_person=3, seed=0)
+
+
+def _tar(path, members: dict[str, bytes], link: str | None = None) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+
+
+def test_extract_reads_only_the_drawn_members_and_refuses_links(bench, tmp_path) -> None:
+    archive = tmp_path / "a.tgz"
+    _tar(archive, {"lfw/A/A_0001.jpg": b"a", "lfw/B/B_0001.jpg": b"b"}, link="lfw/C/C_0001.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    bench.extract(archive, ["lfw/A/A_0001.jpg"], out)
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.jpg")] == ["lfw/A/A_0001.jpg"]
+    with pytest.raises(SystemExit, match="not a plain file"):
+        bench.extract(archive, ["lfw/C/C_0001.jpg"], out)
+
+
+def _row(path: str, gender: str, prob: float, age: float, face: int = 0, faces: int = 1) -> dict:
+    return {"path": path, "status": "ok", "face": face, "faces_in_photo": faces, "gender": gender,
+            "gender_prob": prob, "age": age, "age_std": 5.0}  # fmt: skip
+
+
+def test_summary_counts_agreement_with_each_persons_majority(bench) -> None:
+    person_of = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "b3": "B"}
+    rows = [
+        _row("a1", "male", 0.9, 40, faces=2),
+        _row("a1", "female", 0.7, 30, face=1, faces=2),  # a second face: not the photo's call
+        _row("a2", "male", 0.95, 42),
+        _row("a3", "female", 0.85, 44),  # disagrees with A's majority, confidently
+        _row("b1", "female", 0.9, 20),
+        _row("b2", "female", 0.9, 22),
+        _row("b3", "male", 0.6, 24),  # disagrees, not confidently
+    ]
+    s = bench.summarise(rows, person_of)
+    assert s["rows"] == 7 and s["photos_with_a_face"] == 6 and s["photos_with_more_faces"] == 1
+    assert s["gender_agrees_with_person"] == 4 and s["confident_disagreements"] == 1
+    assert s["median_age_spread_within_person"] == pytest.approx(
+        1.63299, abs=1e-4
+    )  # pstdev of 40, 42, 44 and 20, 22, 24
