@@ -3,7 +3,7 @@
 #   run_recorded DEST CMD [ARG ...]
 #
 # runs CMD from the committed params.yaml, then copies its aggregates (metrics/, reports/ where
-# present, params.yaml, dvc.lock) to DEST and writes DEST/RUN.txt: the command, commit, wall time,
+# present, without figures drawn on faces, params.yaml, dvc.lock) to DEST and writes DEST/RUN.txt: the command, commit, wall time,
 # CPU and bf16, jobs and cores, the time it finished. params.yaml is restored afterwards. A failing
 # CMD returns its status and leaves DEST as it was. The caller marks DEST done (`touch DEST/done`)
 # once it has copied anything else it keeps, so a stopped script redoes an unmarked DEST.
@@ -25,7 +25,11 @@ run_recorded() {
   fi
   rm -rf "$dest" && mkdir -p "$dest"
   cp -r metrics params.yaml dvc.lock "$dest"/
-  if [ -d reports ]; then cp -r reports "$dest"/; fi
+  if [ -d reports ]; then
+    cp -r reports "$dest"/
+    # figures drawn on test faces (the attentional CNN's maps) are never published (the data's terms)
+    find "$dest/reports" -name 'attention-*' -delete
+  fi
   {
     echo "command: $*"
     echo "commit: $(git rev-parse HEAD)"

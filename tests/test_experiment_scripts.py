@@ -28,6 +28,7 @@ def _workspace(tmp_path: Path) -> Path:
         'echo "lr: 0.1" > params.yaml\n'
         '[ "$*" = "exp run fail" ] && exit 3\n'
         "mkdir -p metrics && echo '{\"acc\": 1}' > metrics/m.json\n"
+        "mkdir -p reports/figures && touch reports/report.md reports/figures/val.png reports/figures/attention-0.png\n"
     )
     fake.chmod(0o755)
     return ws
@@ -53,6 +54,7 @@ def test_run_recorded_copies_aggregates_and_writes_run_txt(tmp_path) -> None:
     assert lines["commit"] == head
     assert int(lines["wall_s"]) >= 0 and "bf16: " in lines["cpu"] and "cores" in lines["jobs"]
     assert not (dest / "done").exists(), "the caller marks done after its own copies"
+    assert sorted(p.name for p in (dest / "reports").rglob("*.*")) == ["report.md", "val.png"], "no figure of faces"
 
 
 def test_run_recorded_failure_keeps_dest_and_params(tmp_path) -> None:
