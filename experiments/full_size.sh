@@ -21,7 +21,9 @@
 # 780 / 660), every one of them fine-tuned on, since identity pretraining comes from LFW's 1,680
 # people (16 epochs, the length transfer_scale's own held-out verification chose; one pretraining
 # serves every candidate). Its rule: the lowest mean attribute error on validation among the
-# candidates within 60 minutes. $OUT defaults to results/full_size_celeba.
+# candidates within 60 minutes. Its `final` trains the chosen recipe with and without identity
+# pretraining (the third paper's question, paired by evaluate on the same test images), 3 seeds
+# each. $OUT defaults to results/full_size_celeba.
 #
 # A candidate whose folder holds `done` is skipped, so a stopped script resumes at the candidate it
 # was in; inside one, DVC skips finished stages and a killed fine-tuning resumes from its state
@@ -81,8 +83,8 @@ case $target in
   celeba) CANDIDATES=( lfw1680_e4 lfw1680_e12_ema_flip lfw1680_e24_ema_flip none_e24_ema_flip ) ;;
 esac
 
-run_one() {  # run_one DEST NAME SEEDS STAGE (the dvc target: a stage, or "" for every stage)
-  local dest=$1 name=$2 seeds=$3 stage=$4 params
+run_one() {  # run_one DEST NAME ARGS STAGE: ARGS, -S words after the candidate's; STAGE, a dvc target or ""
+  local dest=$1 name=$2 args=$3 stage=$4 params
   params=$(candidate_params "$name")
   if [ -f "$dest/done" ]; then
     echo "== $dest: done, skipped"
@@ -91,7 +93,7 @@ run_one() {  # run_one DEST NAME SEEDS STAGE (the dvc target: a stage, or "" for
   echo "== $dest: $(date -u +%FT%TZ)"
   # shellcheck disable=SC2086  # the presets are words
   run_recorded "$dest" dvc exp run -n "fs-${prefix}$(basename "$(dirname "$dest")")-$name" ${data[*]} $params \
-    -S finetune_multitask.seeds=$seeds ${EXTRA:-} $stage
+    $args ${EXTRA:-} $stage
   touch "$dest/done"
 }
 
@@ -99,12 +101,23 @@ case $mode in
   select)
     names=( "$@" ); [ ${#names[@]} -gt 0 ] || names=( "${CANDIDATES[@]}" )
     for name in "${names[@]}"; do candidate_params "$name" > /dev/null; done   # fail before any run
-    for name in "${names[@]}"; do run_one "$out/select/$name" "$name" "[0]" evaluate; done
+    for name in "${names[@]}"; do run_one "$out/select/$name" "$name" "-S finetune_multitask.seeds=[0]" evaluate; done
     python experiments/full_size_report.py --out "$out" --target "$target" --candidates "${CANDIDATES[@]}" ;;
   final)
     name=${1:?usage: full_size.sh final CANDIDATE}
     candidate_params "$name" > /dev/null
-    run_one "$out/final/$name" "$name" "[0,1,2] -S evaluate.interval=seeds_and_clusters" ""
+    args="-S finetune_multitask.seeds=[0,1,2] -S evaluate.interval=seeds_and_clusters"
+    if [ "$target" = celeba ]; then
+      # the third paper's question at full size: the chosen recipe with and without identity
+      # pretraining, paired on the same test images (the chosen arm first: the report's row)
+      own=$(candidate_params "$name" | sed -n 's/.*finetune_multitask.variants=\[\([^],]*\)\].*/\1/p')
+      case $own in
+        *-identity-*) twin=${own/-identity-/-none-} ;;
+        *) twin=${own/-none-/-identity-} ;;
+      esac
+      args="$args -S finetune_multitask.variants=[$own,$twin]"
+    fi
+    run_one "$out/final/$name" "$name" "$args" ""
     python experiments/full_size_report.py --out "$out" --target "$target" --candidates "${CANDIDATES[@]}" ;;
   *) echo "full_size.sh: unknown mode '$mode' (select | final)" >&2; exit 2 ;;
 esac

@@ -87,34 +87,41 @@ def run_info(folder: Path) -> dict[str, str]:
 
 
 def load(folder: Path, target: Target) -> dict[str, Any]:
-    """One candidate: its seed runs' validation metrics, the test summary per variant, the run."""
-    finetune = sorted((folder / "metrics" / "finetune").glob("*.json"))
-    val = [json.loads(p.read_text()) for p in finetune]
+    """One run: per variant (arm) its seed runs' mean validation metrics, seeds and test summary; the
+    candidate's own variant (the first its params list: a final may add the arm it is compared with)
+    as ``val``/``test``/``seeds``; the RUN.txt and the paired comparisons evaluate made."""
+    import yaml
+
     summary = json.loads((folder / "metrics" / "summary.json").read_text())
-    (variant,) = summary["variants"]  # one variant per candidate
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    arms = {}
+    for variant, test in summary["variants"].items():
+        val = [json.loads(p.read_text()) for p in sorted((folder / "metrics" / "finetune").glob(f"{variant}-s*.json"))]
+        mean = {c.key: sum(v[c.key] for v in val) / len(val) for c in target.val}
+        arms[variant] = {"val": mean, "seeds": len(val), "test": test}
+    variant = params["finetune_multitask"]["variants"][0]
+    evaluation = folder / "metrics" / "evaluate.json"
+    comparisons = json.loads(evaluation.read_text()).get("comparisons", []) if evaluation.is_file() else []
     info = run_info(folder)
     return {
         "name": folder.name,
         "variant": variant,
-        "val": {c.key: sum(v[c.key] for v in val) / len(val) for c in target.val},
-        "seeds": len(val),
-        "test": summary["variants"][variant],
+        **arms[variant],
+        "arms": arms,
+        "comparisons": [c for c in comparisons if c.get("status") == "ok"],
         "test_images": summary["images"],
-        "recipe": recipe(folder),
+        "recipe": recipe(params),
         "wall_s": int(info["wall_s"]),
         "run": info,
     }
 
 
-def recipe(folder: Path) -> str:
-    """What a candidate trains, read from the params it ran with."""
-    import yaml
-
-    params = yaml.safe_load((folder / "params.yaml").read_text())
+def recipe(params: dict[str, Any]) -> str:
+    """What a run trains, read from the params it ran with."""
     ft, align = params["finetune_multitask"], params["align"]
-    (variant,) = ft["variants"]
     crop = "own crop" if align["crop"] == "resize" else f"{align['template']} template"
-    parts = [f"`{variant}`", f"{align['size']} px {crop}", f"{ft['optim']['epochs']} epochs"]
+    variants = " and ".join(f"`{v}`" for v in ft["variants"])
+    parts = [variants, f"{align['size']} px {crop}", f"{ft['optim']['epochs']} epochs"]
     if ft.get("ema"):
         parts.append(f"EMA {ft['ema']}")
     if ft.get("tta", "none") != "none":
@@ -142,20 +149,38 @@ def select_table(rows: list[dict[str, Any]], chosen: str | None, complete: bool,
 
 
 def final_table(rows: list[dict[str, Any]], target: Target) -> list[str]:
-    headers = ["Recipe", "Seeds", "Wall (min, all seeds)", *(f"{c.header} [95 % CI]" for c in target.test)]
+    headers = ["Recipe", "Variant", "Seeds", "Wall (min, all runs)", *(f"{c.header} [95 % CI]" for c in target.test)]
     headers += ["Goal"] if target.goal else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
-        cells = [f"`{r['name']}`", str(r["seeds"]), f"{r['wall_s'] / 60:.1f}"]
-        for c in target.test:
-            m = r["test"][c.key]
-            cells.append(
-                f"{fmt(m['mean'], c.unit)} ± {fmt(m['std'], c.unit)} "
-                f"[{fmt(m['ci_low'], c.unit)}, {fmt(m['ci_high'], c.unit)}]"
+        for variant, arm in r["arms"].items():
+            cells = [f"`{r['name']}`", f"`{variant}`", str(arm["seeds"]), f"{r['wall_s'] / 60:.1f}"]
+            for c in target.test:
+                m = arm["test"][c.key]
+                cells.append(
+                    f"{fmt(m['mean'], c.unit)} ± {fmt(m['std'], c.unit)} "
+                    f"[{fmt(m['ci_low'], c.unit)}, {fmt(m['ci_high'], c.unit)}]"
+                )
+            if target.goal:
+                cells.append("met" if target.goal(arm["test"]) else "not met")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def comparison_lines(rows: list[dict[str, Any]], target: Target) -> list[str]:
+    """The paired tests evaluate made between a final's arms, on the same test images."""
+    units = {c.key: c.unit for c in target.test}
+    lines = []
+    for r in rows:
+        for c in r["comparisons"]:
+            unit = units.get(c["metric"], "pct")
+            verdict = "significant after Holm" if c["significant_holm"] else "not significant after Holm"
+            lines.append(
+                f"- `{r['name']}`, {c['question']}: `{c['a']}` − `{c['b']}` on {c['metric']}: "
+                f"{fmt(c['diff'], unit)} [{fmt(c['ci_low'], unit)}, {fmt(c['ci_high'], unit)}]"
+                f"{' pp' if unit == 'pct' else ' years'}, p = {c['p']:.3f}, {verdict} "
+                f"(family of {c['holm_family_size']}; resampling {c['resampled']}, {c['images']} test images)"
             )
-        if target.goal:
-            cells.append("met" if target.goal(r["test"]) else "not met")
-        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -196,6 +221,8 @@ def main() -> None:
     if finals:
         lines += ["", "## Final runs (3 seeds; 95 % CI: two-level bootstrap over seeds and test clusters)",
                   "", *final_table(finals, target)]  # fmt: skip
+        if comparison_lines(finals, target):
+            lines += ["", "Paired on the same test images:", "", *comparison_lines(finals, target)]
     if target.published:
         lines += ["", target.published]
     (args.out / "README.md").write_text("\n".join(lines) + "\n")

@@ -49,19 +49,29 @@ def test_the_choice_is_the_lowest_goal_scaled_validation_score_within_the_budget
     assert "not the split of any published number" in readme
 
 
-def _celeba_run(root: Path, stage: str, name: str, val_attr: float, test_attr: float, wall_s: int) -> None:
+def _celeba_run(root: Path, stage: str, name: str, val_attr: float, test_attr: float, wall_s: int, twin=False) -> None:
+    """A CelebA run; ``twin``: a final with the from-scratch arm beside it and evaluate's paired test."""
     folder = root / stage / name
     (folder / "metrics" / "finetune").mkdir(parents=True)
-    variant = "face_resnet18-identity-attributes"
-    (folder / "metrics" / "finetune" / f"{variant}-s0.json").write_text(json.dumps({"val_attr_acc": val_attr}))
-    stat = {"mean": test_attr, "std": 0.001, "ci_low": test_attr - 0.01, "ci_high": test_attr + 0.01}
-    (folder / "metrics" / "summary.json").write_text(
-        json.dumps({"images": 659, "variants": {variant: {"attr_acc": stat}}})
-    )
+    variants = ["face_resnet18-identity-attributes"] + (["face_resnet18-none-attributes"] * twin)
+    summary = {"images": 659, "variants": {}}
+    for k, variant in enumerate(variants):
+        for seed in range(3 if twin else 1):
+            val = {"val_attr_acc": val_attr - k * 0.01}
+            (folder / "metrics" / "finetune" / f"{variant}-s{seed}.json").write_text(json.dumps(val))
+        m = test_attr - k * 0.006
+        summary["variants"][variant] = {"attr_acc": {"mean": m, "std": 0.001, "ci_low": m - 0.01, "ci_high": m + 0.01}}
+    (folder / "metrics" / "summary.json").write_text(json.dumps(summary))
+    if twin:
+        comparison = {"a": variants[0], "b": variants[1], "metric": "attr_acc", "diff": 0.006, "ci_low": 0.003,
+                      "ci_high": 0.009, "p": 0.0, "significant_holm": True, "holm_family_size": 1, "status": "ok",
+                      "question": "identity pretraining vs none", "resampled": "seeds and clusters",
+                      "images": 659}  # fmt: skip
+        (folder / "metrics" / "evaluate.json").write_text(json.dumps({"comparisons": [comparison]}))
     (folder / "RUN.txt").write_text(f"command: dvc exp run x\nwall_s: {wall_s}\ncpu: AMD EPYC; bf16: native\njobs: J\n")
     params = {
         "align": {"size": 64, "crop": "template", "template": "arcface"},
-        "finetune_multitask": {"variants": [variant], "optim": {"epochs": 12}, "ema": 0.999, "tta": "flip"},
+        "finetune_multitask": {"variants": variants, "optim": {"epochs": 12}, "ema": 0.999, "tta": "flip"},
     }
     (folder / "params.yaml").write_text(json.dumps(params))
     (folder / "done").touch()
@@ -71,7 +81,7 @@ def test_celeba_chooses_the_lowest_validation_attribute_error_within_the_budget(
     _celeba_run(tmp_path, "select", "short", 0.890, 0.895, 300)
     _celeba_run(tmp_path, "select", "long", 0.902, 0.880, 1800)  # the best validation, not the best test
     _celeba_run(tmp_path, "select", "too_long", 0.950, 0.950, 3700)
-    _celeba_run(tmp_path, "final", "long", 0.902, 0.880, 1800)
+    _celeba_run(tmp_path, "final", "long", 0.902, 0.880, 3600, twin=True)
     report = [sys.executable, str(ROOT / "experiments" / "full_size_report.py"), "--out", str(tmp_path)]
     out = subprocess.run([*report, "--target", "celeba"], capture_output=True, text=True, check=True)
     assert "(chosen: long)" in out.stdout
@@ -84,5 +94,11 @@ def test_celeba_chooses_the_lowest_validation_attribute_error_within_the_budget(
     assert "| `long` **chosen** | `face_resnet18-identity-attributes`, 64 px arcface template, 12 epochs, EMA 0.999, " \
         "flip TTA | 30.0 | 90.20 | 0.098 | 88.00 |" in readme  # fmt: skip
     assert "| `too_long` (over 60 min) |" in readme
-    assert "| `long` | 1 | 30.0 | 88.00 ± 0.10 [87.00, 89.00] |" in readme  # the final: no goal column
+    # the final: both arms, 3 seeds each (not 6), no goal column, and evaluate's paired test
+    assert "| `long` | `face_resnet18-identity-attributes` | 3 | 60.0 | 88.00 ± 0.10 [87.00, 89.00] |" in readme
+    assert "| `long` | `face_resnet18-none-attributes` | 3 | 60.0 | 87.40 ± 0.10 [86.40, 88.40] |" in readme
+    assert (
+        "`face_resnet18-identity-attributes` − `face_resnet18-none-attributes` on attr_acc: 0.60 [0.30, 0.90] pp"
+        in readme
+    )
     assert "not the same split" in readme and "659 test images" in readme
