@@ -186,6 +186,12 @@ def main() -> None:
         help="the plain loop's learning rate: constant (default, a first loop), or one epoch of linear warm-up then "
         "cosine decay (the schedule a careful user gives it)",
     )
+    p.add_argument(
+        "--plain-size",
+        type=int,
+        default=0,
+        help="the plain loop's input size in px (raw input only; 0: the aligned store's, faceattr's)",
+    )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--plain-epochs", type=int, default=0, help="the plain loop's epochs (0: faceattr's)")
     budget.add_argument(
@@ -207,9 +213,12 @@ def main() -> None:
         cfg = replace(cfg, optim=replace(cfg.optim, epochs=args.epochs))
     train = load_split(store, split, ("train",))
     test = load_split(store, split, ("test",))
-    size = train.size
+    size = args.plain_size = args.plain_size or train.size
+    if args.plain_input == "aligned" and size != train.size:
+        p.error(f"--plain-size {size} needs --plain-input raw: the aligned store '{store}' holds {train.size}-px crops")
     print(
-        f"{len(train)} train / {len(test)} test images of '{split}', {size} px, {cfg.optim.epochs} epochs, "
+        f"{len(train)} train / {len(test)} test images of '{split}', plain loop at {size} px, faceattr at "
+        f"{train.size} px, {cfg.optim.epochs} epochs, "
         f"batch {cfg.optim.batch_size}, AdamW lr {cfg.optim.lr} wd {cfg.optim.weight_decay}, seed {args.seed}",
         flush=True,
     )
@@ -280,7 +289,10 @@ def report(args, plain, ours, test, cfg, plain_s: float, ours_s: float) -> None:
     print(f"\nQuality floor on {len(test)} test images (CI: bootstrap over {unit}, one seed each)")
     plain_name = "plain loop" if args.plain_input == "raw" else "plain on aligned"
     budget = f" (as many as fit in {args.plain_budget_s:.0f} s)" if args.plain_budget_s else ""
-    print(f"  plain loop: {args.plain_epochs} epochs{budget}, {args.plain_schedule} learning rate")
+    print(
+        f"  plain loop: {args.plain_size} px, {args.plain_epochs} epochs{budget}, {args.plain_schedule} learning "
+        "rate, fp32"
+    )
     print(f"  {'metric':16} {plain_name:>24} {'faceattr ' + args.variant:>40} {'faceattr/plain':>15}")
     for metric, key, scale in (("gender acc %", "gender_correct", 100), ("age MAE years", "age_abs_err", 1)):
         a, b = s_ours[key] * scale, s_plain[key] * scale
