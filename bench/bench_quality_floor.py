@@ -51,6 +51,7 @@ from faceattr.evaluation.scoring import per_image_scores, predict
 from faceattr.statistics import bootstrap_ci, paired_bootstrap
 from faceattr.train.data import FaceTensors, batch_indices, load_split
 from faceattr.train.finetune import finetune
+from faceattr.train.loop import bf16, precision_name
 from faceattr.variants import parse_variant
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -259,7 +260,8 @@ def main() -> None:
         args.variant = f"{meta['variant']}-s{meta['seed']} (trained before)"
     else:
         model, meta = train_variant(args, cfg, ws, store, split)
-    ours = predict(model, meta, test, torch.device("cpu"), 256)
+    args.half = bf16(torch.device("cpu"), cfg.accel)  # scored as the evaluate stage scores it on this machine
+    ours = predict(model, meta, test, torch.device("cpu"), 256, half=args.half)
     ours_s = time.perf_counter() - start
     report(args, plain, ours, test, cfg, plain_s, ours_s)
 
@@ -306,7 +308,7 @@ def report(args, plain, ours, test, cfg, plain_s: float, ours_s: float) -> None:
         print(f"  {'':16} faceattr − plain {diff} (paired bootstrap over the test clusters)")
     print(
         f"  wall time: plain loop {plain_s:.0f} s (incl. decoding), faceattr {ours_s:.0f} s"
-        f"{' (scoring only: the run trained before)' if args.model else ''}; "
+        f"{' (scoring only: the run trained before)' if args.model else ''}, {precision_name(args.half)}; "
         f"peak RSS {peak_rss_mib():.0f} MiB"
     )
 
