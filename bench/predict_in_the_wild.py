@@ -7,9 +7,10 @@ LFW's photos are news photographs (not UTKFace, not CelebA's aligned crops) and 
 or age, but they name their person: a person's photos should agree in gender, and a model whose
 calls flip within a person, or flip with high probability, is not believable. From the people
 with at least ``--per-person`` photos, ``--people`` are drawn (``random.Random(seed)``, people in
-name order) and ``--per-person`` photos of each (the same generator); only those members are read
-from the archive, into a temporary folder, and go through ``faceattr.predict.Predictor`` with
-``faceattr predict``'s defaults (the one inference path). Printed: rows, photos with more than one
+name order) and ``--per-person`` photos of each (the same generator); only those members are
+extracted (``safe_extract``: no links, nothing outside the folder) into a temporary folder and go
+through ``faceattr.predict.Predictor`` with ``faceattr predict``'s defaults (the one inference
+path). Printed: rows, photos with more than one
 face, detections left out and why, the first face's gender agreement with its person's majority,
 the disagreements with probability >= 0.8, the median ``age_std``, and the median spread (std) of
 the predicted age over a person's photos; then matplotlib's ``grace_hopper.jpg`` row. Aggregates
@@ -46,20 +47,6 @@ def draw_photos(names: list[str], people: int, per_person: int, seed: int) -> di
     rng = random.Random(seed)
     chosen = rng.sample(eligible, people)
     return {p: sorted(rng.sample(sorted(by_person[p]), per_person)) for p in chosen}
-
-
-def extract(archive: Path, members: list[str], dest: Path) -> None:
-    """Only ``members``, each as a plain file under ``dest`` (no links, no path outside it)."""
-    wanted = set(members)
-    with tarfile.open(archive) as tar:
-        for info in tar:
-            if info.name not in wanted:
-                continue
-            target = (dest / info.name).resolve()
-            if not info.isfile() or dest.resolve() not in target.parents:
-                raise SystemExit(f"error: '{info.name}' in {archive} is not a plain file inside the archive's folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(info).read())
 
 
 def summarise(rows: list[dict], person_of: dict[str, str]) -> dict[str, float]:
@@ -103,6 +90,7 @@ def main() -> int:
 
     from matplotlib import cbook
 
+    from faceattr.data.fetch import safe_extract
     from faceattr.predict import Predictor, find_images, load_model, read_ahead
 
     predictor = Predictor(load_model(args.model))
@@ -111,7 +99,7 @@ def main() -> int:
     photos = draw_photos(names, args.people, args.per_person, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         members = [m for ms in photos.values() for m in ms]
-        extract(args.lfw, members, Path(tmp))
+        safe_extract(args.lfw, Path(tmp), members=set(members))
         person_of = {str(Path(tmp) / m): person for person, ms in photos.items() for m in ms}
         rows = list(predictor.rows(read_ahead(find_images([str(Path(tmp) / m) for m in members]))))
     s = summarise(rows, person_of)

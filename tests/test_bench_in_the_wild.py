@@ -1,11 +1,9 @@
-"""bench/predict_in_the_wild.py: the seeded draw of LFW photos, the safe extraction of only those, and
+"""bench/predict_in_the_wild.py: the seeded draw of LFW photos (their extraction: tests/test_fetch.py) and
 the aggregates it prints (agreement with a person's majority, confident disagreements)."""
 
 from __future__ import annotations
 
 import importlib.util
-import io
-import tarfile
 
 import pytest
 
@@ -30,29 +28,6 @@ def test_draw_takes_people_with_enough_photos_seeded(bench) -> None:
     assert drawn == bench.draw_photos(list(reversed(NAMES)), people=2, per_person=3, seed=0)  # order-free
     with pytest.raises(SystemExit, match="only 3 people"):
         bench.draw_photos(NAMES, people=4, per_person=3, seed=0)
-
-
-def _tar(path, members: dict[str, bytes], link: str | None = None) -> None:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        if link:
-            info = tarfile.TarInfo(link)
-            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-            tar.addfile(info)
-
-
-def test_extract_reads_only_the_drawn_members_and_refuses_links(bench, tmp_path) -> None:
-    archive = tmp_path / "a.tgz"
-    _tar(archive, {"lfw/A/A_0001.jpg": b"a", "lfw/B/B_0001.jpg": b"b"}, link="lfw/C/C_0001.jpg")
-    out = tmp_path / "out"
-    out.mkdir()
-    bench.extract(archive, ["lfw/A/A_0001.jpg"], out)
-    assert [p.relative_to(out).as_posix() for p in out.rglob("*.jpg")] == ["lfw/A/A_0001.jpg"]
-    with pytest.raises(SystemExit, match="not a plain file"):
-        bench.extract(archive, ["lfw/C/C_0001.jpg"], out)
 
 
 def _row(path: str, gender: str, prob: float, age: float, face: int = 0, faces: int = 1) -> dict:

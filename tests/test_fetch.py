@@ -36,6 +36,22 @@ def test_extracts_a_normal_tar(tmp_path) -> None:
     assert (tmp_path / "out/UTKFace/sub/b.jpg").read_bytes() == b"bb"
 
 
+def test_extracts_only_the_named_members_and_still_refuses_an_unsafe_one(tmp_path) -> None:
+    archive = _tar(tmp_path / "lfw.tgz", {"lfw/A/A_0001.jpg": b"a", "lfw/B/B_0001.jpg": b"b"}, link=("lfw/C", "/etc"))
+    safe_extract(archive, tmp_path / "out", members={"lfw/A/A_0001.jpg"})
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg")] == [
+        "lfw/A/A_0001.jpg"
+    ]
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        safe_extract(archive, tmp_path / "out", members={"lfw/C"})
+    zipped = tmp_path / "celeba.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("img/000001.jpg", b"x")
+        zf.writestr("img/000002.jpg", b"y")
+    safe_extract(zipped, tmp_path / "z", members=["img/000002.jpg"])
+    assert [p.name for p in (tmp_path / "z").rglob("*.jpg")] == ["000002.jpg"]
+
+
 @pytest.mark.parametrize("name", ["../evil.jpg", "UTKFace/../../evil.jpg", "/tmp/evil.jpg"])
 def test_tar_member_escaping_target_is_refused(tmp_path, name) -> None:
     archive = _tar(tmp_path / "bad.tar.gz", {"UTKFace/ok.jpg": b"x", name: b"evil"})

@@ -15,6 +15,7 @@ import tarfile
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -93,10 +94,13 @@ def _check_member(name: str, target: Path) -> Path:
     return resolved
 
 
-def safe_extract(archive: Path, target: Path, password: str | None = None) -> None:
+def safe_extract(
+    archive: Path, target: Path, password: str | None = None, members: Collection[str] | None = None
+) -> None:
     """Extract a tar (optionally compressed) or zip archive into ``target``, refusing unsafe members.
 
-    ``password`` opens encrypted zip members (AgeDB is distributed that way).
+    ``password`` opens encrypted zip members (AgeDB is distributed that way); ``members``: only the
+    members of these names (every one otherwise).
 
     Raises:
         UnsafeArchiveError: a member escapes ``target`` or is a link/device.
@@ -107,6 +111,8 @@ def safe_extract(archive: Path, target: Path, password: str | None = None) -> No
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
+                    if members is not None and info.filename not in members:
+                        continue
                     dest = _check_member(info.filename, target)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise UnsafeArchiveError(f"archive member '{info.filename}' is a symbolic link")
@@ -124,6 +130,8 @@ def safe_extract(archive: Path, target: Path, password: str | None = None) -> No
             return
         with tarfile.open(archive) as tf:
             for member in tf:
+                if members is not None and member.name not in members:
+                    continue
                 dest = _check_member(member.name, target)
                 if member.issym() or member.islnk() or member.isdev():
                     raise UnsafeArchiveError(f"archive member '{member.name}' is a link or device")
