@@ -110,12 +110,11 @@ case $mode in
     if [ "$target" = celeba ]; then
       # the third paper's question at full size: the chosen recipe with and without identity
       # pretraining, paired on the same test images (the chosen arm first: the report's row)
-      own=$(candidate_params "$name" | sed -n 's/.*finetune_multitask.variants=\[\([^],]*\)\].*/\1/p')
-      case $own in
-        *-identity-*) twin=${own/-identity-/-none-} ;;
-        *) twin=${own/-none-/-identity-} ;;
+      case $name in
+        none_*) arms=face_resnet18-none-attributes,face_resnet18-identity-attributes ;;
+        *) arms=face_resnet18-identity-attributes,face_resnet18-none-attributes ;;
       esac
-      args="$args -S finetune_multitask.variants=[$own,$twin]"
+      args="$args -S finetune_multitask.variants=[$arms]"
     fi
     run_one "$out/final/$name" "$name" "$args" ""
     python experiments/full_size_report.py --out "$out" --target "$target" --candidates "${CANDIDATES[@]}" ;;

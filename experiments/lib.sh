@@ -3,8 +3,8 @@
 #   run_recorded DEST CMD [ARG ...]
 #
 # runs CMD from the committed params.yaml, then copies its aggregates (metrics/, reports/ where
-# present, without figures drawn on faces, params.yaml, dvc.lock) to DEST and writes DEST/RUN.txt: the command, commit, wall time,
-# CPU and bf16, jobs and cores, the time it finished. params.yaml is restored afterwards. A failing
+# present, without figures drawn on faces, params.yaml, dvc.lock) to DEST and writes DEST/RUN.txt:
+# the command, commit, wall time, CPU and bf16, jobs and cores, the time it finished. params.yaml is restored afterwards. A failing
 # CMD returns its status and leaves DEST as it was. The caller marks DEST done (`touch DEST/done`)
 # once it has copied anything else it keeps, so a stopped script redoes an unmarked DEST.
 

@@ -35,6 +35,15 @@ def load_stage(name: str) -> ModuleType:
     return module
 
 
+def load_bench(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` as a module (benches are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_params(tmp: Path) -> Path:
     """The project's params.yaml shrunk to seconds of CPU work."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,21 +1,16 @@
 """The quality-floor bench's careful-user schedule (warm-up to the full rate, then cosine to zero) and
 its wall-time budget (as many epochs as the first one says fit)."""
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_quality_floor", ROOT / "bench" / "bench_quality_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_quality_floor")
 
 
 def test_warmup_rises_linearly_to_the_full_rate(bench) -> None:

@@ -3,19 +3,14 @@ the aggregates it prints (agreement with a person's majority, confident disagree
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from .conftest import ROOT
+from .conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("predict_in_the_wild", ROOT / "bench" / "predict_in_the_wild.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("predict_in_the_wild")
 
 
 NAMES = [f"lfw/P{i}/P{i}_{j:04d}.jpg" for i in range(5) for j in range(i + 1)] + ["lfw/README.txt"]

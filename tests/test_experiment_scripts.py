@@ -137,10 +137,12 @@ def test_full_size_celeba_trains_attributes_on_lfw_people(tmp_path) -> None:
     }
     (recorded / "params.yaml").write_text(json.dumps(params))
     ws, env = _script_workspace(tmp_path, recorded)
-    done = subprocess.run(
-        ["bash", "experiments/full_size.sh", "select", "lfw1680_e12_ema_flip"],
-        cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True,
-    )  # fmt: skip
+
+    def celeba(*args: str) -> subprocess.CompletedProcess:
+        run = ["bash", "experiments/full_size.sh", *args]
+        return subprocess.run(run, cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True)
+
+    done = celeba("select", "lfw1680_e12_ema_flip")
     assert done.returncode == 0, done.stderr
     argv = (tmp_path / "argv").read_text().split()
     assert argv[:4] == ["exp", "run", "-n", "fs-celeba-select-lfw1680_e12_ema_flip"]
@@ -151,16 +153,10 @@ def test_full_size_celeba_trains_attributes_on_lfw_people(tmp_path) -> None:
     report = (ws / "out" / "README.md").read_text()
     assert report.startswith("# All 6,000 CelebA images")
     assert "Not run yet: `lfw1680_e4`, `lfw1680_e24_ema_flip`, `none_e24_ema_flip`" in report
-    final = subprocess.run(
-        ["bash", "experiments/full_size.sh", "final", "lfw1680_e12_ema_flip"],
-        cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True,
-    )  # fmt: skip
+    final = celeba("final", "lfw1680_e12_ema_flip")
     assert final.returncode == 0, final.stderr
     argv = (tmp_path / "argv").read_text().split()
     assert argv[-1] == f"finetune_multitask.variants=[{variant},face_resnet18-none-attributes]", "its twin, last"
     assert "finetune_multitask.seeds=[0,1,2]" in argv and "evaluate.interval=seeds_and_clusters" in argv
-    wrong = subprocess.run(
-        ["bash", "experiments/full_size.sh", "select", "dlib_e4"],
-        cwd=ws, env={**env, "TARGET": "celeba"}, capture_output=True, text=True,
-    )  # fmt: skip
+    wrong = celeba("select", "dlib_e4")
     assert wrong.returncode == 2 and "unknown candidate 'dlib_e4'" in wrong.stderr
