@@ -160,3 +160,28 @@ def test_full_size_celeba_trains_attributes_on_lfw_people(tmp_path) -> None:
     assert "finetune_multitask.seeds=[0,1,2]" in argv and "evaluate.interval=seeds_and_clusters" in argv
     wrong = celeba("select", "dlib_e4")
     assert wrong.returncode == 2 and "unknown candidate 'dlib_e4'" in wrong.stderr
+
+
+def test_first_paper_full_trains_the_tables_variants_unless_asked_for_the_fractions(tmp_path) -> None:
+    """experiments/first_paper_full.sh: Tables 1 and 2's 9 variants by default, the preset's 15 (with
+    the data-efficiency fractions) with TABLES_ONLY=0; a replayed run, no training."""
+    import yaml
+
+    ws, env = _script_workspace(tmp_path, ROOT / "results" / "first_paper_cpu")
+    script = ["bash", "experiments/first_paper_full.sh"]
+    done = subprocess.run(script, cwd=ws, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:4] == ["exp", "run", "-n", "first-paper-full"]
+    assert argv[-1].startswith("finetune_multitask.variants="), "after the preset's, so it wins"
+    variants = argv[-1].removeprefix("finetune_multitask.variants=[").removesuffix("]").split(",")
+    preset = yaml.safe_load((ROOT / "presets" / "first_paper.yaml").read_text())["finetune_multitask.variants"]
+    assert variants == [v for v in preset if "-frac" not in v] and len(variants) == 9
+    assert (ws / "out" / "done").exists()
+    assert "done, skipped" in subprocess.run(script, cwd=ws, env=env, capture_output=True, text=True).stdout
+    (ws / "out" / "done").unlink()
+    everything = subprocess.run(script, cwd=ws, env={**env, "TABLES_ONLY": "0"}, capture_output=True, text=True)
+    assert everything.returncode == 0, everything.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    lists = [a for a in argv if a.startswith("finetune_multitask.variants=")]
+    assert len(lists) == 1 and lists[0].count(",") == len(preset) - 1 == 14, "the preset's 15 variants alone"
