@@ -13,8 +13,15 @@
 #
 #   bash experiments/first_paper_full.sh        # hours on 2 cores: stop it any time, rerun to resume
 #
-# 24 trainings of about 4 minutes each on 2 cores with bf16 (42 with TABLES_ONLY=0): hours. A
-# stopped run resumes where it was (DVC skips finished stages; the fine-tuning matrix reuses finished runs and resumes
+# 24 trainings of about 12 minutes each (3 min an epoch on 2 AMD EPYC cores, bf16), after 15 min
+# of alignment and 27 of pretraining: about 5.5 hours (42 trainings with TABLES_ONLY=0). SEEDS
+# (default 0,1,2) and RESNET18=0 (without Table 1's two ResNet-18 rows: ImageNet's cannot run
+# without its weights, so the other has nothing to be paired with) cut it to what one 3-hour
+# session runs: Table 2 and Table 1's FaceResNet18 rows at one seed, 7 trainings, about 2 hours:
+#
+#   OUT=results/first_paper_full_seed0 SEEDS=0 RESNET18=0 bash experiments/first_paper_full.sh
+#
+# A stopped run resumes where it was (DVC skips finished stages; the fine-tuning matrix reuses finished runs and resumes
 # a killed one from checkpoints/, a persist output). When it finishes, its aggregates (metrics,
 # report and its figures, params, dvc.lock, RUN.txt) are in $OUT (default results/first_paper_full).
 set -euo pipefail
@@ -30,11 +37,12 @@ echo "== $out: $(date -u +%FT%TZ)"
 tables=()
 if [ "${TABLES_ONLY:-1}" = 1 ]; then
   v=face_resnet18-identity-gender+age+landmarks,face_resnet18-none-gender+age+landmarks
-  v=$v,resnet18-imagenet-gender+age+landmarks,resnet18-none-gender+age+landmarks
+  [ "${RESNET18:-1}" = 0 ] || v=$v,resnet18-imagenet-gender+age+landmarks,resnet18-none-gender+age+landmarks
   v=$v,face_resnet18-identity-gender,face_resnet18-identity-gender+landmarks,face_resnet18-identity-age
   v=$v,face_resnet18-identity-age+landmarks,face_resnet18-identity-gender+age
   tables=(-S "finetune_multitask.variants=[$v]")
 fi
+[ -z "${SEEDS:-}" ] || tables+=(-S "finetune_multitask.seeds=[$SEEDS]")
 # shellcheck disable=SC2046  # the presets are words
 run_recorded "$out" dvc exp run -n first-paper-full $(faceattr preset lfw_identities) $(faceattr preset utkface) \
   $(faceattr preset first_paper) -S pretrain_identity.optim.epochs=16 -S evaluate.interval=seeds_and_clusters \

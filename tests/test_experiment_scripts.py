@@ -185,3 +185,16 @@ def test_first_paper_full_trains_the_tables_variants_unless_asked_for_the_fracti
     argv = (tmp_path / "argv").read_text().split()
     lists = [a for a in argv if a.startswith("finetune_multitask.variants=")]
     assert len(lists) == 1 and lists[0].count(",") == len(preset) - 1 == 14, "the preset's 15 variants alone"
+
+
+def test_first_paper_full_one_session_cut_drops_the_resnet18_rows_and_seeds(tmp_path) -> None:
+    """SEEDS=0 RESNET18=0: Table 2 and Table 1's FaceResNet18 rows at one seed (7 trainings)."""
+    ws, env = _script_workspace(tmp_path, ROOT / "results" / "first_paper_cpu")
+    env = {**env, "SEEDS": "0", "RESNET18": "0"}
+    done = subprocess.run(["bash", "experiments/first_paper_full.sh"], cwd=ws, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[-1] == "finetune_multitask.seeds=[0]", "after the preset's seeds, so it wins"
+    variants = argv[-3].removeprefix("finetune_multitask.variants=[").removesuffix("]").split(",")
+    assert len(variants) == 7 and not any(v.startswith("resnet18-") for v in variants)
+    assert "face_resnet18-none-gender+age+landmarks" in variants and "face_resnet18-identity-age" in variants
