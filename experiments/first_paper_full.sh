@@ -15,11 +15,11 @@
 #
 # 24 trainings of about 12 minutes each (3 min an epoch on 2 AMD EPYC cores, bf16), after 15 min
 # of alignment and 27 of pretraining: about 5.5 hours (42 trainings with TABLES_ONLY=0). SEEDS
-# (default 0,1,2) and RESNET18=0 (without Table 1's two ResNet-18 rows: ImageNet's cannot run
-# without its weights, so the other has nothing to be paired with) cut it to what one 3-hour
-# session runs: Table 2 and Table 1's FaceResNet18 rows at one seed, 7 trainings, about 2 hours:
+# (default 0,1,2) and TABLES (default "1 2"; Table 1 is identity against none, the ResNet-18 rows
+# included; Table 2 the identity trunk's task subsets) cut it to what one 3-hour session runs:
+# Table 2 at one seed, 6 trainings, about 1.7 hours in all:
 #
-#   OUT=results/first_paper_full_seed0 SEEDS=0 RESNET18=0 bash experiments/first_paper_full.sh
+#   OUT=results/first_paper_full_table2_seed0 SEEDS=0 TABLES=2 bash experiments/first_paper_full.sh
 #
 # A stopped run resumes where it was (DVC skips finished stages; the fine-tuning matrix reuses finished runs and resumes
 # a killed one from checkpoints/, a persist output). When it finishes, its aggregates (metrics,
@@ -36,10 +36,15 @@ fi
 echo "== $out: $(date -u +%FT%TZ)"
 tables=()
 if [ "${TABLES_ONLY:-1}" = 1 ]; then
-  v=face_resnet18-identity-gender+age+landmarks,face_resnet18-none-gender+age+landmarks
-  [ "${RESNET18:-1}" = 0 ] || v=$v,resnet18-imagenet-gender+age+landmarks,resnet18-none-gender+age+landmarks
-  v=$v,face_resnet18-identity-gender,face_resnet18-identity-gender+landmarks,face_resnet18-identity-age
-  v=$v,face_resnet18-identity-age+landmarks,face_resnet18-identity-gender+age
+  v=face_resnet18-identity-gender+age+landmarks
+  case " ${TABLES:-1 2} " in *" 1 "*)
+    v=$v,face_resnet18-none-gender+age+landmarks,resnet18-imagenet-gender+age+landmarks
+    v=$v,resnet18-none-gender+age+landmarks ;;
+  esac
+  case " ${TABLES:-1 2} " in *" 2 "*)
+    v=$v,face_resnet18-identity-gender,face_resnet18-identity-gender+landmarks,face_resnet18-identity-age
+    v=$v,face_resnet18-identity-age+landmarks,face_resnet18-identity-gender+age ;;
+  esac
   tables=(-S "finetune_multitask.variants=[$v]")
 fi
 [ -z "${SEEDS:-}" ] || tables+=(-S "finetune_multitask.seeds=[$SEEDS]")

@@ -187,14 +187,24 @@ def test_first_paper_full_trains_the_tables_variants_unless_asked_for_the_fracti
     assert len(lists) == 1 and lists[0].count(",") == len(preset) - 1 == 14, "the preset's 15 variants alone"
 
 
-def test_first_paper_full_one_session_cut_drops_the_resnet18_rows_and_seeds(tmp_path) -> None:
-    """SEEDS=0 RESNET18=0: Table 2 and Table 1's FaceResNet18 rows at one seed (7 trainings)."""
+def test_first_paper_full_one_session_cut_runs_table_2_at_one_seed(tmp_path) -> None:
+    """SEEDS=0 TABLES=2: the identity trunk's six task sets at one seed; TABLES=1: Table 1's four arms."""
     ws, env = _script_workspace(tmp_path, ROOT / "results" / "first_paper_cpu")
-    env = {**env, "SEEDS": "0", "RESNET18": "0"}
-    done = subprocess.run(["bash", "experiments/first_paper_full.sh"], cwd=ws, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    argv = (tmp_path / "argv").read_text().split()
+
+    def variants(**extra: str) -> tuple[list[str], list[str]]:
+        (ws / "out" / "done").unlink(missing_ok=True)
+        run = ["bash", "experiments/first_paper_full.sh"]
+        done = subprocess.run(run, cwd=ws, env={**env, **extra}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        argv = (tmp_path / "argv").read_text().split()
+        lists = [a for a in argv if a.startswith("finetune_multitask.variants=")]
+        return lists[-1].removeprefix("finetune_multitask.variants=[").removesuffix("]").split(","), argv
+
+    table2, argv = variants(SEEDS="0", TABLES="2")
     assert argv[-1] == "finetune_multitask.seeds=[0]", "after the preset's seeds, so it wins"
-    variants = argv[-3].removeprefix("finetune_multitask.variants=[").removesuffix("]").split(",")
-    assert len(variants) == 7 and not any(v.startswith("resnet18-") for v in variants)
-    assert "face_resnet18-none-gender+age+landmarks" in variants and "face_resnet18-identity-age" in variants
+    assert len(table2) == 6 and all(v.startswith("face_resnet18-identity-") for v in table2)
+    assert {v.removeprefix("face_resnet18-identity-") for v in table2} == {
+        "gender+age+landmarks", "gender", "gender+landmarks", "age", "age+landmarks", "gender+age"}  # fmt: skip
+    table1, argv = variants(TABLES="1")
+    assert len(table1) == 4 and "resnet18-none-gender+age+landmarks" in table1
+    assert argv[-1].startswith("finetune_multitask.variants="), "the preset's seeds: no SEEDS given"
