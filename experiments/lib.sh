@@ -29,6 +29,8 @@ run_recorded() {
     cp -r reports "$dest"/
     # figures drawn on test faces (the attentional CNN's maps) are never published (the data's terms)
     find "$dest/reports" -name 'attention-*' -delete
+    # DVC's .gitignore for its outputs (reports/figures) would keep the figures out of git here
+    find "$dest/reports" -name .gitignore -delete
   fi
   {
     echo "command: $*"

@@ -29,6 +29,8 @@ def _workspace(tmp_path: Path) -> Path:
         '[ "$*" = "exp run fail" ] && exit 3\n'
         "mkdir -p metrics && echo '{\"acc\": 1}' > metrics/m.json\n"
         "mkdir -p reports/figures && touch reports/report.md reports/figures/val.png reports/figures/attention-0.png\n"
+        # as DVC does for an output inside a folder git tracks
+        "echo /figures > reports/.gitignore\n"
     )
     fake.chmod(0o755)
     return ws
@@ -55,6 +57,17 @@ def test_run_recorded_copies_aggregates_and_writes_run_txt(tmp_path) -> None:
     assert int(lines["wall_s"]) >= 0 and "bf16: " in lines["cpu"] and "cores" in lines["jobs"]
     assert not (dest / "done").exists(), "the caller marks done after its own copies"
     assert sorted(p.name for p in (dest / "reports").rglob("*.*")) == ["report.md", "val.png"], "no figure of faces"
+
+
+def test_run_recorded_results_keep_their_figures_in_git(tmp_path) -> None:
+    """DVC's own .gitignore for reports/figures must not travel into the results folder, where it
+    would keep the report's figures out of every commit and leave its links dangling."""
+    ws = _workspace(tmp_path)
+    assert _run(ws, tmp_path, "dvc", "exp", "run").returncode == 0
+    figure = "out/point/reports/figures/val.png"
+    ignored = subprocess.run(["git", "check-ignore", "-q", figure], cwd=ws)
+    assert ignored.returncode == 1, f"{figure} is ignored by git"
+    assert not list((ws / "out").rglob(".gitignore"))
 
 
 def test_run_recorded_failure_keeps_dest_and_params(tmp_path) -> None:
