@@ -60,6 +60,8 @@ candidate_params() {
     dlib_e4) echo "$dlib -S finetune_multitask.optim.epochs=4" ;;
     dlib_e4_flip) echo "$dlib -S finetune_multitask.optim.epochs=4 -S finetune_multitask.tta=flip" ;;
     dlib_e8_ema_flip) echo "$dlib -S finetune_multitask.optim.epochs=8 -S finetune_multitask.ema=0.999 -S finetune_multitask.tta=flip" ;;
+    # the same, its chips cut from dlib's own five points (align.fit: dlib), as dlib cut its training chips
+    dlib_fit_e8_ema_flip) echo "$dlib -S align.fit=dlib -S finetune_multitask.optim.epochs=8 -S finetune_multitask.ema=0.999 -S finetune_multitask.tta=flip" ;;
     *) echo "full_size.sh: unknown candidate '$1' (${CANDIDATES[*]})" >&2; return 2 ;;
   esac
 }
@@ -79,7 +81,8 @@ celeba_params() {
   esac
 }
 case $target in
-  utkface) CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip ) ;;
+  utkface) CANDIDATES=( iresnet64_e4 dlib_e4 dlib_e4_flip iresnet64_e24 iresnet64_e24_ema_flip iresnet96_e12 dlib_e8_ema_flip
+    dlib_fit_e8_ema_flip ) ;;
   celeba) CANDIDATES=( lfw1680_e4 lfw1680_e12_ema_flip lfw1680_e24_ema_flip none_e24_ema_flip ) ;;
 esac
 

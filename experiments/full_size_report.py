@@ -123,6 +123,8 @@ def recipe(params: dict[str, Any]) -> str:
     """What a run trains, read from the params it ran with."""
     ft, align = params["finetune_multitask"], params["align"]
     crop = "own crop" if align["crop"] == "resize" else f"{align['template']} template"
+    if align.get("fit", "mtcnn") != "mtcnn":
+        crop += f" fitted to {align['fit']}'s own five points"
     variants = " and ".join(f"`{v}`" for v in ft["variants"])
     parts = [variants, f"{align['size']} px {crop}", f"{ft['optim']['epochs']} epochs"]
     if ft.get("ema"):

@@ -264,6 +264,7 @@ class AlignConfig:
     fill: Literal["black", "edge", "reflect"] = "black"  # how crop pixels outside the photo are filled
     crop: Literal["template", "resize"] = "template"  # resize: keep the data set's own (already aligned) crop
     template: Literal["arcface", "dlib"] = "arcface"  # the five points of crop: template (dlib: its 150-px chips)
+    fit: Literal["mtcnn", "dlib"] = "mtcnn"  # whose five points the warp fits (dlib: its shape predictor's)
 
     min_probability: float = 0.9
     min_face_size: int = 20
@@ -284,6 +285,11 @@ class AlignConfig:
         if self.template == "dlib" and (self.crop != "template" or self.scale != 1.0):
             raise ValueError(
                 "align.template: dlib is dlib's own chip: it needs align.crop: template and align.scale: 1"
+            )
+        if self.fit == "dlib" and (self.template != "dlib" or self.landmarks == "provided"):
+            raise ValueError(
+                "align.fit: dlib fits dlib's own five points onto dlib's chip: it needs align.template: dlib, and "
+                "MTCNN's box to find them in (align.landmarks: mtcnn or auto, not provided)"
             )
         if not 0.0 <= self.max_drop_fraction <= 1.0:
             raise ValueError("max_drop_fraction must lie in [0, 1]")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from faceattr.data.align import Detection, MTCNNDetector, align_face, resize_face
+from faceattr.data.align import Detection, DlibShapePredictor, MTCNNDetector, align_face, resize_face
 from faceattr.data.aligning import load_image
 from faceattr.data.faces import MIN_FACE, MIN_FACE_SHARE, keep_faces
 from faceattr.inference.model import Model, ModelError, load_model  # noqa: F401 (predict's API)
@@ -99,6 +99,7 @@ def training_geometry(meta: Mapping[str, Any]) -> dict[str, Any]:
     geometry.setdefault("template_points", meta.get("template_points"))
     geometry.setdefault("fill", "black")
     geometry.setdefault("crop", "resize" if geometry["template_points"] is not None else "template")
+    geometry.setdefault("fit", "mtcnn")
     return geometry
 
 
@@ -126,6 +127,8 @@ class Predictor:
         self.size = int(model.meta["input_size"])
         self.scale = float(geometry["scale"])
         self.points = geometry["template_points"]  # align.crop resize: the training crops' mean landmarks
+        # align.fit: dlib: the training crops fitted dlib's own five points, so a new face does too
+        self.shape5 = DlibShapePredictor() if geometry["fit"] == "dlib" else None
         self.detector = MTCNNDetector("cpu", min_face_size, min_probability, detect_max_side, retry_rotated)
         self.min_probability = min_probability
         if min_face < 0 or not 0 <= min_face_share < 1:
@@ -146,10 +149,11 @@ class Predictor:
         self.dropped.update(dropped)
         if not found:
             return [], "no face found (" + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items()) + ")"
-        return [
-            Face(path, i, d, align_face(image, d.landmarks, self.size, self.scale, self.fill, self.points).crop)
-            for i, d in enumerate(found)
-        ], None
+        return [Face(path, i, d, self._align(image, d)) for i, d in enumerate(found)], None
+
+    def _align(self, image: Image.Image, face: Detection) -> np.ndarray:
+        fit = self.shape5.fit(image, face.box, self.size) if self.shape5 is not None else None
+        return align_face(image, face.landmarks, self.size, self.scale, self.fill, self.points, fit).crop
 
     def rows(self, images: Iterable[tuple[str, Image.Image | str]]) -> Iterator[dict[str, Any]]:
         """Rows for decoded images (or their read errors), in input order."""

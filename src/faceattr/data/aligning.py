@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from faceattr.config import AlignConfig
 from faceattr.data import manifest
-from faceattr.data.align import MTCNNDetector, align_face, resize_face, template_points
+from faceattr.data.align import DlibShapePredictor, MTCNNDetector, align_face, resize_face, template_points
 from faceattr.data.packed import StoreWriter
 from faceattr.io import atomic_path
 
@@ -56,6 +56,9 @@ def align_dataset(
     if template is not None:  # every later reader (training, predict) aligns to what the store records
         writer.geometry["template"] = cfg.template
         writer.geometry["template_points"] = [list(p) for p in template]
+    if cfg.fit != "mtcnn":  # predict fits the same points on a new photo
+        writer.geometry["fit"] = cfg.fit
+    shape5 = DlibShapePredictor() if cfg.fit == "dlib" else None
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
     detector = (
@@ -69,7 +72,8 @@ def align_dataset(
 
     def flush() -> None:
         provided = [_provided_points(records.iloc[i], lm_cols) for i, _ in batch]
-        wanted = [cfg.landmarks == "mtcnn" or (cfg.landmarks == "auto" and p is None) for p in provided]
+        detect_all = cfg.landmarks == "mtcnn" or shape5 is not None  # dlib's fit needs MTCNN's box
+        wanted = [detect_all or (cfg.landmarks == "auto" and p is None) for p in provided]
         found = iter(_detect(detector, [im for (_, im), w in zip(batch, wanted, strict=True) if w]) if detector else [])
         for (i, image), points, want in zip(batch, provided, wanted, strict=True):
             row = records.iloc[i]
@@ -81,14 +85,15 @@ def align_dataset(
                 if det.probability < cfg.min_probability:
                     dropped.append((row["path"], "low_confidence"))
                     continue
-                points = det.landmarks
+                points, box = det.landmarks, det.box
             elif points is None:
                 dropped.append((row["path"], "no_landmarks"))
                 continue
             if cfg.crop == "resize":
                 face = resize_face(image, points, cfg.size)
             else:
-                face = align_face(image, points, cfg.size, cfg.scale, cfg.fill, template)
+                fit = shape5.fit(image, box, cfg.size) if shape5 is not None else None
+                face = align_face(image, points, cfg.size, cfg.scale, cfg.fill, template, fit)
             writer.add(face.crop)
             out = row.copy()
             out[lm_cols] = face.landmarks.ravel()

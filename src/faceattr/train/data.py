@@ -154,6 +154,7 @@ class FaceTensors:
     fill: str = "black"  # the align stage's border fill (align.fill)
     crop: str = "template"  # the align stage's crop kind (align.crop): template | resize
     template_name: str = "arcface"  # the align stage's template (align.template): arcface | dlib
+    fit: str = "mtcnn"  # whose five points the align stage fitted (align.fit): mtcnn | dlib
     paths: tuple[str, ...] = ()  # each row's image path in its data set
     rows: tuple[int, ...] = ()  # each row's index in the store (faces.npy, labels.csv)
     groups: tuple[str, ...] = ()  # each row's cluster: its person, else its byte-identical group
@@ -172,8 +173,8 @@ class FaceTensors:
 
     def geometry(self) -> dict[str, Any]:
         """How these crops were cut, as a checkpoint's meta records it, so that ``predict`` cuts a
-        new photo the same way: size, template scale, border fill, crop kind and (crop resize)
-        the mean landmarks a new photo is aligned to."""
+        new photo the same way: size, template scale, border fill, crop kind, whose five points
+        were fitted and (crop resize) the mean landmarks a new photo is aligned to."""
         points = None if self.template_points is None else [list(p) for p in self.template_points]
         return {
             "size": self.size,
@@ -182,6 +183,7 @@ class FaceTensors:
             "crop": self.crop,
             "template": self.template_name,
             "template_points": points,
+            "fit": self.fit,
         }
 
     def with_own_template(self) -> FaceTensors:
@@ -243,6 +245,7 @@ def load_split(store: str | Path, split_file: str | Path, pools: tuple[str, ...]
         fill=str(geometry.get("fill", "black")),
         crop=str(geometry.get("crop", "template")),
         template_name=str(geometry.get("template", "arcface")),
+        fit=str(geometry.get("fit", "mtcnn")),
         paths=tuple(sub["path"]),
         rows=tuple(int(r) for r in rows),
         groups=tuple(group_keys(sub)),
