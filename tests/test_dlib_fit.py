@@ -139,6 +139,31 @@ def test_the_store_records_the_fit_and_predict_fits_a_new_photo_the_same_way(tmp
     assert np.abs(mtcnn.faces("hopper.png", hopper)[0][0].crop.astype(int) - faces[0]).mean() > 1
 
 
+def test_provided_landmarks_are_fitted_as_they_are_and_counted(tmp_path, hopper) -> None:
+    """One crop geometry serves both roles: a record whose landmarks the data set provides (the
+    synthetic identities, CelebA's) has no box for dlib's predictor, so it is fitted as it is,
+    never dropped; metrics say how many crops were cut each way."""
+    pytest.importorskip("dlib", reason="dlib-bin is not installed")
+    import pandas as pd
+
+    from faceattr.data import manifest
+    from faceattr.data.aligning import align_dataset
+    from faceattr.data.packed import read_geometry
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    hopper.save(raw / "hopper.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 100, 3), dtype=np.uint8)).save(raw / "drawn.png")
+    drawn = manifest.empty_record("drawn.png")
+    points = np.array([[35, 50], [65, 50], [50, 65], [38, 80], [62, 80]], dtype=float)
+    drawn.update({c: v for c, v in zip(manifest.LANDMARK_COLUMNS, points.ravel(), strict=True)})
+    manifest.write(pd.DataFrame([manifest.empty_record("hopper.png"), drawn]), raw / "manifest.csv")
+    cfg = AlignConfig(size=150, template="dlib", fit="dlib")
+    counts = align_dataset(raw, tmp_path / "store", tmp_path / "dropped.csv", cfg)
+    assert counts["aligned"] == 2 and counts["fitted"] == {"dlib": 1, "landmarks": 1}
+    assert read_geometry(tmp_path / "store")["fit"] == "dlib"
+
+
 def test_without_dlib_the_error_says_what_to_install(monkeypatch) -> None:
     import builtins
 

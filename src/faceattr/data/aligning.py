@@ -56,11 +56,10 @@ def align_dataset(
     if template is not None:  # every later reader (training, predict) aligns to what the store records
         writer.geometry["template"] = cfg.template
         writer.geometry["template_points"] = [list(p) for p in template]
-    if cfg.fit != "mtcnn":  # predict fits the same points on a new photo
-        writer.geometry["fit"] = cfg.fit
     shape5 = DlibShapePredictor() if cfg.fit == "dlib" else None
     kept, dropped, fills = [], [], []
     sources: Counter[str] = Counter()
+    fitted: Counter[str] = Counter()  # whose points each crop's warp fitted (align.fit)
     detector = (
         MTCNNDetector(device, cfg.min_face_size, cfg.min_probability, cfg.detect_max_side, cfg.retry_rotated)
         if cfg.landmarks in ("mtcnn", "auto")
@@ -72,8 +71,7 @@ def align_dataset(
 
     def flush() -> None:
         provided = [_provided_points(records.iloc[i], lm_cols) for i, _ in batch]
-        detect_all = cfg.landmarks == "mtcnn" or shape5 is not None  # dlib's fit needs MTCNN's box
-        wanted = [detect_all or (cfg.landmarks == "auto" and p is None) for p in provided]
+        wanted = [cfg.landmarks == "mtcnn" or (cfg.landmarks == "auto" and p is None) for p in provided]
         found = iter(_detect(detector, [im for (_, im), w in zip(batch, wanted, strict=True) if w]) if detector else [])
         for (i, image), points, want in zip(batch, provided, wanted, strict=True):
             row = records.iloc[i]
@@ -92,8 +90,10 @@ def align_dataset(
             if cfg.crop == "resize":
                 face = resize_face(image, points, cfg.size)
             else:
-                fit = shape5.fit(image, box, cfg.size) if shape5 is not None else None
+                # dlib's points are found in MTCNN's box: provided landmarks (no box) are fitted as they are
+                fit = shape5.fit(image, box, cfg.size) if shape5 is not None and want else None
                 face = align_face(image, points, cfg.size, cfg.scale, cfg.fill, template, fit)
+                fitted["dlib" if fit is not None else "landmarks"] += 1
             writer.add(face.crop)
             out = row.copy()
             out[lm_cols] = face.landmarks.ravel()
@@ -120,6 +120,8 @@ def align_dataset(
                 bar.update(1)
     flush()
     labels = pd.DataFrame(kept, columns=records.columns).reset_index(drop=True)
+    if fitted["dlib"]:  # predict fits dlib's points on a new photo too
+        writer.geometry["fit"] = "dlib"
     if cfg.crop == "resize" and len(labels):  # what a new photo is aligned to: where this set puts landmarks
         mean = labels[lm_cols].astype("float64").to_numpy().reshape(-1, 5, 2).mean(0) / cfg.size
         writer.geometry["template_points"] = [[round(float(x), 6), round(float(y), 6)] for x, y in mean]
@@ -137,6 +139,8 @@ def align_dataset(
         "landmarks_from": dict(sorted(sources.items())),  # NME against MTCNN's points measures agreement
         "fill_fraction": fill_summary(fills),
     }
+    if cfg.fit == "dlib":  # crops cut from dlib's points, and from provided landmarks (no box to search)
+        counts["fitted"] = dict(sorted(fitted.items()))
     if fraction > cfg.max_drop_fraction:
         raise TooManyDropped(
             f"{len(dropped)} of {found} images dropped ({fraction:.1%} > align.max_drop_fraction="
