@@ -61,13 +61,14 @@ def _dangling_links(path) -> list[str]:
 
 def test_slug_matches_githubs_anchors() -> None:
     assert _slug("The first paper's Tables 1 and 2 on all of UTKFace") == (
-        "the-first-papers-tables-1-and-2-on-all-of-utkface")
+        "the-first-papers-tables-1-and-2-on-all-of-utkface"
+    )
     assert _slug("Attentional CNN + ResNet18 ensemble on UTKFace (the second paper), 3 seeds") == (
-        "attentional-cnn--resnet18-ensemble-on-utkface-the-second-paper-3-seeds")
+        "attentional-cnn--resnet18-ensemble-on-utkface-the-second-paper-3-seeds"
+    )
 
 
 def test_readme_and_docs_links_resolve() -> None:
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-             *sorted((ROOT / "results").rglob("*.md"))]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "results").rglob("*.md"))]
     bad = [b for page in pages for b in _dangling_links(page)]
     assert not bad, "links to missing files or headings:\n" + "\n".join(bad)
