@@ -14,7 +14,8 @@
 #   bash experiments/first_paper_full.sh        # hours on 2 cores: stop it any time, rerun to resume
 #
 # 24 trainings of about 12 minutes each (3 min an epoch on 2 AMD EPYC cores, bf16), after 15 min
-# of alignment and 27 of pretraining: about 5.5 hours (42 trainings with TABLES_ONLY=0). SEEDS
+# of alignment and 27 of pretraining: about 5.5 hours (42 trainings with TABLES_ONLY=0); on 2 Intel
+# Xeon cores with bf16, 3 minutes a training and 100 minutes in all (results/first_paper_full). SEEDS
 # (default 0,1,2) and TABLES (default "1 2"; Table 1 is identity against none, the ResNet-18 rows
 # included; Table 2 the identity trunk's task subsets) cut it to what one 3-hour session runs:
 # Table 2 at one seed, 6 trainings, about 1.7 hours in all:
