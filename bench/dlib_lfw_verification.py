@@ -9,6 +9,7 @@ the threshold on the Euclidean distance is chosen on the 9 other folds (LFW's pr
 dlib's own fixed threshold 0.6 is scored too.
 
     python bench/dlib_lfw_verification.py [--archive ../shared/datasets/lfw/lfw-deepfunneled.tgz] [--dlib-reference]
+        [--fit dlib]    # align.fit: dlib's own five points cut the chips (faceattr.data.align)
 
 ``--dlib-reference`` also cuts every listed photo's chip with dlib's own pipeline (``dlib-bin``:
 HOG detector, 5-point shape predictor, ``get_face_chip(150, 0.25)``, the face nearest the photo's
@@ -92,10 +93,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--dlib-reference", action="store_true", help="also score dlib's own chips (needs dlib-bin)")
+    p.add_argument("--fit", choices=("mtcnn", "dlib"), default="mtcnn", help="align.fit: whose points cut chips")
     args = p.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     work = Path(args.work)
-    raw, store = work / "raw", work / "store_dlib150"
+    raw, store = work / "raw", work / ("store_dlib150" if args.fit == "mtcnn" else f"store_dlib150_fit_{args.fit}")
     t0 = time.perf_counter()
     if not (raw / "manifest.csv").is_file():
         download(DownloadConfig(dataset="lfw", source="lfw", uri=args.archive), raw, seed=args.seed)
@@ -107,7 +109,7 @@ def main() -> None:
         print(f"wrote {pairs_path} (seed {args.seed}; not LFW's View 2)")
     pairs = read_pairs_txt(pairs_path)
     if not (store / "faces.npy").is_file():
-        cfg = AlignConfig(size=150, template="dlib", max_drop_fraction=0.05)
+        cfg = AlignConfig(size=150, template="dlib", fit=args.fit, max_drop_fraction=0.05)
         counts = align_dataset(raw, store, work / "dropped.csv", cfg)
         print(f"aligned: {counts['aligned']} of {counts['found']}, dropped {counts['dropped_by_reason']}")
     t_align = time.perf_counter() - t0
@@ -144,7 +146,8 @@ def main() -> None:
         both = ok[ia] & ok[ib]
         print(f"dlib's pipeline found a face in {int(ok.sum())} of {len(ok)} photos; {int(both.sum())} pairs have both")
         print("| alignment (same network, one chip) | 10-fold accuracy on the pairs both kept |\n|---|---|")
-        for name, source in (("faceattr's MTCNN onto dlib's chip template", faces[rows]), ("dlib's own", chips)):
+        ours = "faceattr's MTCNN onto dlib's chip template" if args.fit == "mtcnn" else "faceattr, align.fit: dlib"
+        for name, source in ((ours, faces[rows]), ("dlib's own", chips)):
             z = embed(model, source, np.arange(len(rows)), False, args.batch)
             dist = np.linalg.norm(z[ia[both]] - z[ib[both]], axis=1)
             acc, sd = verification_accuracy(dist**2, same[both], fold[both], np.arange(0, 4, 0.0005))
