@@ -3,7 +3,8 @@
 #   run_recorded DEST CMD [ARG ...]
 #
 # runs CMD from the committed params.yaml, then copies its aggregates (metrics/, reports/ where
-# present, without figures drawn on faces, params.yaml, dvc.lock) to DEST and writes DEST/RUN.txt:
+# present, without figures drawn on faces, params.yaml, dvc.lock; without the outputs of stages
+# it did not reach, which are the committed default's: experiments/stale_outputs.py) to DEST and writes DEST/RUN.txt:
 # the command, commit, wall time, CPU and bf16, jobs and cores, the time it finished. params.yaml is restored afterwards. A failing
 # CMD returns its status and leaves DEST as it was. The caller marks DEST done (`touch DEST/done`)
 # once it has copied anything else it keeps, so a stopped script redoes an unmarked DEST.
@@ -32,6 +33,10 @@ run_recorded() {
     # DVC's .gitignore for its outputs (reports/figures) would keep the figures out of git here
     find "$dest/reports" -name .gitignore -delete
   fi
+  # a stage the command did not reach left the committed default's outputs: not this run's
+  local path
+  python "$(dirname "${BASH_SOURCE[0]}")/stale_outputs.py" | while read -r path; do [ -z "$path" ] || rm -rf "${dest:?}/$path"; done
+  [ -f "$dest/reports/report.md" ] || rm -rf "$dest/reports"
   {
     echo "command: $*"
     echo "commit: $(git rev-parse HEAD)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def _workspace(tmp_path: Path) -> Path:
 
 def _run(ws: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     script = f'set -euo pipefail; source "{LIB}"; run_recorded out/point {" ".join(args)}'
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
     return subprocess.run(["bash", "-c", script], cwd=ws, env=env, capture_output=True, text=True)
 
 
@@ -68,6 +69,42 @@ def test_run_recorded_results_keep_their_figures_in_git(tmp_path) -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", figure], cwd=ws)
     assert ignored.returncode == 1, f"{figure} is ignored by git"
     assert not list((ws / "out").rglob(".gitignore"))
+
+
+def test_run_recorded_leaves_out_what_stages_it_did_not_reach_left_behind(tmp_path) -> None:
+    """A run stopped at a target (full_size.sh select stops at evaluate) leaves the committed
+    default's probe, export and report files in the workspace; they are not this run's."""
+    import yaml
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    lock = {"schema": "2.0", "stages": {
+        "evaluate": {"cmd": "e", "params": {"params.yaml": {"lr": 0.001}}, "outs": [{"path": "metrics/evaluate.json"}]},
+        "export": {"cmd": "x", "outs": [{"path": "metrics/export.json"}]},
+        "report": {"cmd": "r", "outs": [{"path": "reports/report.md"}, {"path": "reports/figures"}]},
+        # an entry of a stage dvc.yaml no longer has, whose file evaluate's folder output now holds
+        "old@a": {"cmd": "o", "outs": [{"path": "metrics/evaluate.json"}]},
+    }}  # fmt: skip
+    (ws / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (ws / "params.yaml").write_text("lr: 0.001\n")
+    for path in ("metrics/evaluate.json", "metrics/export.json", "reports/report.md"):
+        (ws / path).parent.mkdir(parents=True, exist_ok=True)
+        (ws / path).write_text("the default's\n")
+    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"]):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    lock["stages"]["evaluate"]["params"]["params.yaml"]["lr"] = 0.1  # only evaluate ran
+    (tmp_path / "new.lock").write_text(yaml.safe_dump(lock))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(
+        f"#!/usr/bin/env bash\ncp {tmp_path / 'new.lock'} dvc.lock\necho this run > metrics/evaluate.json\n"
+    )
+    (bin_dir / "dvc").chmod(0o755)
+    assert _run(ws, tmp_path, "dvc", "exp", "run", "evaluate").returncode == 0
+    dest = ws / "out" / "point"
+    assert (dest / "metrics" / "evaluate.json").read_text() == "this run\n"
+    assert not (dest / "metrics" / "export.json").exists(), "export did not run: the default's file"
+    assert not (dest / "reports").exists(), "report did not run: the default's report"
 
 
 def test_run_recorded_failure_keeps_dest_and_params(tmp_path) -> None:
