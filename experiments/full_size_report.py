@@ -139,14 +139,21 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     return [f"- `{r['name']}`: {r['run']['note']}" for r in rows if r["run"].get("note")]
 
 
+def cpu_name(run: dict[str, str]) -> str:
+    """A RUN.txt's CPU model, short: "AMD EPYC", "Intel Xeon"."""
+    return run["cpu"].split(";")[0].replace("(R)", "").replace(" Processor", "").strip()
+
+
 def select_table(rows: list[dict[str, Any]], chosen: str | None, complete: bool, target: Target) -> list[str]:
     headers = ["Candidate", "Recipe", "Wall (min)", *(c.header for c in target.val), "Score (lower wins)"]
     headers += [c.header for c in target.test]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     won = " **chosen**" if complete else " **best so far**"
+    machines = len({cpu_name(r["run"]) for r in rows}) > 1  # then each wall time names its CPU
     for r in sorted(rows, key=lambda r: target.score(r["val"])):
         mark = won if r["name"] == chosen else ("" if r["wall_s"] <= BUDGET_S else " (over 60 min)")
-        cells = [f"`{r['name']}`{mark}", r["recipe"], f"{r['wall_s'] / 60:.1f}"]
+        wall = f"{r['wall_s'] / 60:.1f}" + (f" ({cpu_name(r['run'])})" if machines else "")
+        cells = [f"`{r['name']}`{mark}", r["recipe"], wall]
         cells += [fmt(r["val"][c.key], c.unit) for c in target.val] + [f"{target.score(r['val']):.3f}"]
         cells += [fmt(r["test"][c.key]["mean"], c.unit) for c in target.test]
         lines.append("| " + " | ".join(cells) + " |")

@@ -102,3 +102,14 @@ def test_celeba_chooses_the_lowest_validation_attribute_error_within_the_budget(
         in readme
     )
     assert "not the same split" in readme and "659 test images" in readme
+
+
+def test_wall_times_name_their_cpu_when_candidates_ran_on_different_machines(tmp_path) -> None:
+    _celeba_run(tmp_path, "select", "here", 0.890, 0.895, 300)
+    _celeba_run(tmp_path, "select", "there", 0.902, 0.880, 1800)
+    run = tmp_path / "select" / "there" / "RUN.txt"
+    run.write_text(run.read_text().replace("AMD EPYC", "Intel(R) Xeon(R) Processor"))
+    report = [sys.executable, str(ROOT / "experiments" / "full_size_report.py"), "--out", str(tmp_path)]
+    subprocess.run([*report, "--target", "celeba"], capture_output=True, text=True, check=True)
+    readme = (tmp_path / "README.md").read_text()
+    assert "| 30.0 (Intel Xeon) |" in readme and "| 5.0 (AMD EPYC) |" in readme
