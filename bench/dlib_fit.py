@@ -33,19 +33,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from dlib_lfw_verification import embed  # noqa: E402  (bench/ is the script's folder)
+
 from faceattr.data.align import (  # noqa: E402
     DLIB_CHIP_TEMPLATE,
     HOG_BOX_IN_MTCNN_BOX,
     DlibShapePredictor,
     MTCNNDetector,
     align_face,
+    shape_points,
 )
 
 SHARED = ROOT.parent / "shared" / "datasets"
-
-
-def _shape(shape) -> np.ndarray:
-    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
 
 
 def box_map(count: int) -> None:
@@ -76,9 +75,9 @@ def box_map(count: int) -> None:
         x1, y1, x2, y2 = det.box
         w, h = x2 - x1, y2 - y1
         rel.append([(box.left() - x1) / w, (box.top() - y1) / h, (box.right() - x1) / w, (box.bottom() - y1) / h])
-        own = _shape(predictor(image, box))
+        own = shape_points(predictor(image, box))
         eyes = np.linalg.norm(own[0] - own[2])
-        as_is = _shape(predictor(image, dlib.rectangle(*(round(v) for v in det.box))))
+        as_is = shape_points(predictor(image, dlib.rectangle(*(round(v) for v in det.box))))
         raw.append(np.linalg.norm(as_is - own, axis=1).mean() / eyes)
         made = shape5.points(Image.fromarray(image), det.box)
         mapped.append(np.linalg.norm(made - own, axis=1).mean() / eyes)
@@ -96,7 +95,6 @@ def box_map(count: int) -> None:
 
 
 def probes(count: int, boot: int = 4000) -> None:
-    import torch
     from PIL import Image
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import cross_val_predict
@@ -132,15 +130,7 @@ def probes(count: int, boot: int = 4000) -> None:
     model = load_dlib_resnet().eval()
     scores = {}
     for fit, faces in chips.items():
-        with torch.no_grad():
-            emb = np.concatenate(
-                [
-                    model(model.normalise(torch.from_numpy(np.stack(faces[i : i + 32])).permute(0, 3, 1, 2).float()))
-                    .float()
-                    .numpy()
-                    for i in range(0, len(faces), 32)
-                ]
-            )
+        emb = embed(model, np.stack(faces), np.arange(len(faces)), flip=False, batch=32)
         gender = cross_val_predict(LogisticRegression(max_iter=2000), emb, y[:, 1], cv=5)
         age = cross_val_predict(Ridge(alpha=1.0), emb, y[:, 0], cv=5)
         scores[fit] = {"gender acc %": 100.0 * (gender == y[:, 1]), "age MAE years": np.abs(age - y[:, 0])}

@@ -19,6 +19,7 @@ from faceattr.data.align import (
     align_face,
     apply_transform,
     dlib_fit_template,
+    shape_points,
     similarity_transform,
 )
 
@@ -76,7 +77,7 @@ def dlib_chip(hopper):
     image = np.asarray(hopper)
     (box,) = dlib.get_frontal_face_detector()(image, 1)
     shape = predictor(image, box)
-    points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
+    points = shape_points(shape)
     return np.asarray(dlib.get_face_chip(image, shape, size=150, padding=DLIB_CHIP_PADDING)), points
 
 

@@ -42,7 +42,6 @@ DLIB_CHIP_TEMPLATE = (
 DLIB_CHIP_SIZE = 150
 TEMPLATES = ("arcface", "dlib")
 FILLS = ("black", "edge", "reflect")
-FITS = ("mtcnn", "dlib")  # align.fit: whose five points the warp fits
 
 # Where dlib puts the five points of its 5-point shape predictor (outer and inner corner of the
 # subject's left eye, of the right eye, the base of the nose) on a face chip, before padding
@@ -63,6 +62,11 @@ DLIB_CHIP_PADDING = 0.25  # what dlib's face-recognition ResNet was trained on
 # boxes, so it runs in this box, not in MTCNN's: its points then lie 0.7 % of the eye distance from
 # those it finds in HOG's own box (median; mean 2.4 %), against 1.7 % (mean 3.7 %) in MTCNN's box.
 HOG_BOX_IN_MTCNN_BOX = (-0.100, 0.116, 1.035, 0.963)
+
+
+def shape_points(shape) -> np.ndarray:
+    """A dlib ``full_object_detection``'s five parts as a (5, 2) array in photo pixels."""
+    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
 
 
 def dlib_fit_template(size: int, padding: float = DLIB_CHIP_PADDING) -> np.ndarray:
@@ -108,8 +112,7 @@ class DlibShapePredictor:
         left, top, right, bottom = HOG_BOX_IN_MTCNN_BOX
         corners = (x1 + left * w, y1 + top * h, x1 + right * w, y1 + bottom * h)
         rect = self._dlib.rectangle(*(round(v) for v in corners))
-        shape = predictor(np.asarray(image.convert("RGB")), rect)
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
+        return shape_points(predictor(np.asarray(image.convert("RGB")), rect))
 
     def fit(self, image: Image.Image, box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """``align_face``'s ``fit``: dlib's five points and where dlib's chip puts them."""

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceattr.data.align import DLIB_CHIP_TEMPLATE
+from faceattr.data.align import DLIB_CHIP_PADDING, DLIB_CHIP_TEMPLATE
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 INPUT_SIZE = 150
@@ -377,7 +377,7 @@ def _name(model: nn.Module, module: nn.Module) -> str:
 
 
 CHIP_TEMPLATE = DLIB_CHIP_TEMPLATE  # dlib's 150×150 chip as five MTCNN points (faceattr.data.align)
-CHIP_PADDING = 0.25
+CHIP_PADDING = DLIB_CHIP_PADDING  # get_face_chip's padding for these chips (faceattr.data.align)
 
 
 def load_dlib_resnet(path: str | Path | None = None, features: str = "embedding") -> DlibResNet:
